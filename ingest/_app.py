@@ -1,0 +1,45 @@
+"""The app factory and its lifespan, which owns the registry, the database writer and the MQTT consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from ingest._consumer import Consumer, Stats
+from ingest._registry import Registry
+from ingest._settings import Settings
+from ingest._writer import make_writer
+from ingest.routers import devices, health
+
+log = logging.getLogger("fieldlink.ingest")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        registry = Registry(settings.registry_path)
+        writer = make_writer(settings)
+        stats = Stats()
+        consumer = Consumer(settings, registry, writer, stats)
+        app.state.settings = settings
+        app.state.registry = registry
+        app.state.stats = stats
+        task = asyncio.create_task(consumer.run(), name="mqtt-consumer")
+        log.info("ingest service up: InfluxDB %s API at %s", settings.influx_api, settings.influx_url)
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await writer.close()
+            registry.close()
+
+    app = FastAPI(title="fieldlink ingest", version="0.1.0", lifespan=lifespan)
+    app.include_router(health.router)
+    app.include_router(devices.router)
+    return app

@@ -1,0 +1,27 @@
+"""The ingest service's errors: one hierarchy, re-exported from `ingest`."""
+
+from __future__ import annotations
+
+
+class IngestError(Exception):
+    """Base of every error the ingest service raises on purpose."""
+
+
+class SettingsError(IngestError):
+    """The settings cannot be used as given (a missing file, an unsafe production default)."""
+
+
+class RegistryError(IngestError):
+    """The device registry refused an operation or cannot be opened."""
+
+
+class StorageError(IngestError):
+    """The database did not take a write; the message stays unacknowledged and is retried."""
+
+
+class RejectedMessage(IngestError):
+    """A message that will never be stored; `reason` is the counter it is counted under."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason

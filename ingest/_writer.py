@@ -1,0 +1,107 @@
+"""Writing points to InfluxDB: the v2 write API through influxdb-client, or the v1 `/write` endpoint.
+
+Schema (docs/schema.md): measurement `readings`, tags `device` and `sensor`, field `value` (float),
+timestamp = the device's own time in milliseconds. A redelivered batch writes the same points again,
+which InfluxDB treats as an overwrite, so at-least-once delivery stores each reading once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Protocol
+
+import httpx
+from influxdb_client import InfluxDBClient, Point, WritePrecision
+from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.rest import ApiException
+
+from ingest._errors import RejectedMessage, StorageError
+from ingest._settings import Settings
+
+MEASUREMENT = "readings"
+
+
+def to_lines(device_id: str, readings: Iterable[tuple[int, str, float]]) -> list[str]:
+    """Line protocol for (timestamp_ms, sensor, value) readings of one device."""
+    return [
+        Point(MEASUREMENT)
+        .tag("device", device_id)
+        .tag("sensor", sensor)
+        .field("value", float(value))
+        .time(timestamp_ms, WritePrecision.MS)
+        .to_line_protocol()
+        for timestamp_ms, sensor, value in readings
+    ]
+
+
+class PointWriter(Protocol):
+    async def write(self, lines: list[str]) -> None:
+        """Store the lines durably or raise StorageError (retry later) or RejectedMessage (never)."""
+
+    async def close(self) -> None: ...
+
+
+class InfluxV1Writer:
+    """InfluxDB 1.x before 1.8 (Debian's 1.6.7) has no v2 API: POST line protocol to /write."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._database = settings.influx_database
+        self._client = httpx.AsyncClient(base_url=settings.influx_url, timeout=settings.influx_timeout_s)
+
+    async def write(self, lines: list[str]) -> None:
+        try:
+            response = await self._client.post(
+                "/write",
+                params={"db": self._database, "precision": "ms"},
+                content="\n".join(lines).encode(),
+            )
+        except httpx.HTTPError as exc:
+            raise StorageError(f"InfluxDB unreachable: {exc!r}") from exc
+        if response.status_code == 204:
+            return
+        if response.status_code == 400:
+            # The database judged the points themselves (a field type conflict): retrying cannot help.
+            raise RejectedMessage("storage_rejected", f"InfluxDB refused the points: {response.text[:300]}")
+        raise StorageError(f"InfluxDB answered HTTP {response.status_code}: {response.text[:300]}")
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+class InfluxV2Writer:
+    """InfluxDB 2.x, 3.x, Cloud and 1.8+: the v2 write API of influxdb-client, run in a thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        token = settings.influx_token.get_secret_value() if settings.influx_token else ""
+        self._bucket = settings.influx_bucket
+        self._org = settings.influx_org
+        self._client = InfluxDBClient(
+            url=settings.influx_url,
+            token=token,
+            org=settings.influx_org,
+            timeout=int(settings.influx_timeout_s * 1000),
+        )
+        self._api = self._client.write_api(write_options=SYNCHRONOUS)
+
+    def _write(self, lines: list[str]) -> None:
+        try:
+            self._api.write(bucket=self._bucket, org=self._org, record=lines, write_precision=WritePrecision.MS)
+        except ApiException as exc:
+            if exc.status == 400:
+                raise RejectedMessage("storage_rejected", f"InfluxDB refused the points: {exc.body}") from exc
+            raise StorageError(f"InfluxDB answered HTTP {exc.status}: {exc.body}") from exc
+        except Exception as exc:  # urllib3 connection errors and timeouts
+            raise StorageError(f"InfluxDB unreachable: {exc!r}") from exc
+
+    async def write(self, lines: list[str]) -> None:
+        await asyncio.to_thread(self._write, lines)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._client.close)
+
+
+def make_writer(settings: Settings) -> PointWriter:
+    if settings.influx_api == "v1":
+        return InfluxV1Writer(settings)
+    return InfluxV2Writer(settings)

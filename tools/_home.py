@@ -1,0 +1,77 @@
+"""The state folder (`.fieldlink/` or $FIELDLINK_HOME): PKI, stack configs, registry, device bundles."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tools._errors import UsageError
+
+INGEST_IDENTITY = "fieldlink-ingest"
+BROKER_NAMES = ("localhost", "127.0.0.1")
+
+
+@dataclass
+class StackState:
+    # Off the standard ports, so that a system Mosquitto or InfluxDB does not stand in the way.
+    mqtt_port: int = 18883
+    influx_port: int = 18086
+    influx_rpc_port: int = 18088
+    database: str = "fieldlink"
+    pids: dict[str, int] = field(default_factory=dict)
+
+
+class Home:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = (root or Path(os.environ.get("FIELDLINK_HOME", ".fieldlink"))).resolve()
+
+    @property
+    def pki(self) -> Path:
+        return self.root / "pki"
+
+    @property
+    def devices(self) -> Path:
+        return self.root / "devices"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.root / "registry.db"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def state_path(self) -> Path:
+        return self.root / "stack.json"
+
+    def device_dir(self, device_id: str) -> Path:
+        return self.devices / device_id
+
+    def ingest_cert(self) -> tuple[Path, Path]:
+        return self.pki / f"{INGEST_IDENTITY}.pem", self.pki / f"{INGEST_IDENTITY}.key"
+
+    def load_state(self) -> StackState:
+        if not self.state_path.is_file():
+            return StackState()
+        try:
+            data = json.loads(self.state_path.read_text())
+            return StackState(**data)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"{self.state_path} is damaged ({exc}); remove it and run `stack up`") from exc
+
+    def save_state(self, state: StackState) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(state), indent=2) + "\n")
+        tmp.replace(self.state_path)
+
+    def ensure(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        # Keys live here: keep the folder private and out of version control.
+        os.chmod(self.root, 0o700)
+        ignore = self.root / ".gitignore"
+        if not ignore.exists():
+            ignore.write_text("*\n")

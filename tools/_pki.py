@@ -1,0 +1,142 @@
+"""The development PKI: a fleet CA, a broker certificate and one EC P-256 certificate per device."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tools._errors import UsageError
+
+_CA_DAYS = 3650
+_LEAF_DAYS = 825
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a private key readable by its owner only, from the first byte on."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(path, 0o600)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    # SEC1 ("EC PRIVATE KEY") parses in both OpenSSL (Mosquitto) and mbedTLS (MicroPython).
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+
+
+def _cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fieldlink"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+class CertificateAuthority:
+    """The fleet CA kept in a folder as `ca.pem` and `ca.key`."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.cert_path = folder / "ca.pem"
+        self.key_path = folder / "ca.key"
+
+    def exists(self) -> bool:
+        return self.cert_path.is_file() and self.key_path.is_file()
+
+    def create(self, common_name: str = "fieldlink fleet CA") -> None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(common_name))
+            .issuer_name(_name(common_name))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=_CA_DAYS))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        _write_private(self.key_path, _key_pem(key))
+        self.cert_path.write_bytes(_cert_pem(cert))
+
+    def _load(self) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        if not self.exists():
+            raise UsageError(f"no fleet CA in {self.folder}; run `fieldlink stack up` first")
+        cert = x509.load_pem_x509_certificate(self.cert_path.read_bytes())
+        key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise UsageError(f"{self.key_path} is not an EC private key")
+        return cert, key
+
+    def issue(
+        self,
+        common_name: str,
+        cert_path: Path,
+        key_path: Path,
+        *,
+        server_names: tuple[str, ...] = (),
+    ) -> str:
+        """Issue a leaf certificate; with `server_names` it is a server certificate. Returns its SHA-256."""
+        ca_cert, ca_key = self._load()
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.UTC)
+        usage = ExtendedKeyUsageOID.SERVER_AUTH if server_names else ExtendedKeyUsageOID.CLIENT_AUTH
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(_name(common_name))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=_LEAF_DAYS))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+            )
+        )
+        if server_names:
+            alt: list[x509.GeneralName] = []
+            for name in server_names:
+                try:
+                    alt.append(x509.IPAddress(ipaddress.ip_address(name)))
+                except ValueError:
+                    alt.append(x509.DNSName(name))
+            builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        cert = builder.sign(ca_key, hashes.SHA256())
+        _write_private(key_path, _key_pem(key))
+        cert_path.write_bytes(_cert_pem(cert))
+        return cert.fingerprint(hashes.SHA256()).hex()

@@ -1,0 +1,290 @@
+"""The `fieldlink` command."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from tools._devices import add_device, list_devices
+from tools._errors import FieldlinkError, ServiceFailed, UsageError
+from tools._home import Home
+from tools._process import port_free, stop_pid, wait_port
+from tools._simulate import start_node
+from tools._stack import Stack
+
+_CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+def _home() -> Home:
+    return Home()
+
+
+@click.group(context_settings=_CONTEXT)
+@click.version_option("0.1.0", prog_name="fieldlink")
+def cli() -> None:
+    """fieldlink: sensor data from ESP32 nodes to InfluxDB over mutual-TLS MQTT.
+
+    State (PKI, stack, registry, device bundles) lives in ./.fieldlink, or in $FIELDLINK_HOME.
+    """
+
+
+# --- stack -------------------------------------------------------------------------------------------
+
+
+@cli.group(context_settings=_CONTEXT)
+def stack() -> None:
+    """The local broker (Mosquitto) and database (InfluxDB) on 127.0.0.1."""
+
+
+@stack.command("up", context_settings=_CONTEXT)
+@click.option("--mqtt-port", type=click.IntRange(1, 65535), help="MQTT over TLS port (default 18883).")
+@click.option("--influx-port", type=click.IntRange(1, 65535), help="InfluxDB HTTP port (default 18086).")
+@click.option("--influx-rpc-port", type=click.IntRange(1, 65535), help="InfluxDB RPC port (default 18088).")
+def stack_up(mqtt_port: int | None, influx_port: int | None, influx_rpc_port: int | None) -> None:
+    """Create the development PKI if needed and start Mosquitto and InfluxDB."""
+    click.echo(Stack(_home()).up(mqtt_port, influx_port, influx_rpc_port))
+
+
+@stack.command("down", context_settings=_CONTEXT)
+def stack_down() -> None:
+    """Stop the broker and the database that `stack up` started."""
+    click.echo(Stack(_home()).down())
+
+
+@stack.command("status", context_settings=_CONTEXT)
+def stack_status() -> None:
+    """Show whether each service runs; exit code 1 if any does not."""
+    services = Stack(_home()).status()
+    for service in services:
+        state = f"running (pid {service.pid})" if service.running else "stopped"
+        click.echo(f"{service.name:10} port {service.port:<6} {state}")
+    if not all(s.running for s in services):
+        sys.exit(1)
+
+
+# --- device ------------------------------------------------------------------------------------------
+
+
+@cli.group(context_settings=_CONTEXT)
+def device() -> None:
+    """Provision and list devices."""
+
+
+@device.command("add", context_settings=_CONTEXT)
+@click.argument("device_id")
+@click.option("--sample-interval-ms", default=1000, show_default=True, type=click.IntRange(10))
+@click.option("--batch-max-readings", default=60, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--batch-max-age-ms", default=5000, show_default=True, type=click.IntRange(10))
+def device_add(device_id: str, sample_interval_ms: int, batch_max_readings: int, batch_max_age_ms: int) -> None:
+    """Issue a certificate for DEVICE_ID, write its bundle and register it."""
+    new, bundle = add_device(
+        _home(),
+        device_id,
+        sample_interval_ms=sample_interval_ms,
+        batch_max_readings=batch_max_readings,
+        batch_max_age_ms=batch_max_age_ms,
+    )
+    click.echo(f"device {new.id} registered; bundle in {bundle} (certificate sha256 {new.cert_sha256[:16]}...)")
+
+
+@device.command("list", context_settings=_CONTEXT)
+def device_list() -> None:
+    """List registered devices."""
+    devices = list_devices(_home())
+    if not devices:
+        click.echo("no devices; add one with `fieldlink device add ID`")
+        return
+    for d in devices:
+        click.echo(f"{d.id:24} {d.status:8} {time.strftime('%Y-%m-%d %H:%M', time.localtime(d.created_at))}")
+
+
+# --- ingest ------------------------------------------------------------------------------------------
+
+
+def _stack_fallbacks(home: Home) -> dict[str, Any]:
+    """Settings that point the service at the local stack, used where the environment says nothing."""
+    if not home.state_path.exists():
+        return {}
+    state = home.load_state()
+    cert, key = home.ingest_cert()
+    return {
+        "mqtt_port": state.mqtt_port,
+        "mqtt_ca": home.pki / "ca.pem",
+        "mqtt_cert": cert,
+        "mqtt_key": key,
+        "influx_url": f"http://127.0.0.1:{state.influx_port}",
+        "influx_api": "v1",
+        "influx_database": state.database,
+        "registry_path": home.registry_path,
+    }
+
+
+@cli.command(context_settings=_CONTEXT)
+@click.option("--host", help="HTTP address (default from FIELDLINK_HTTP_HOST, else 127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535), help="HTTP port (default 8000).")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def ingest(host: str | None, port: int | None, log_level: str) -> None:
+    """Run the ingest service: MQTT consumer, InfluxDB writer and HTTP API.
+
+    Settings come from FIELDLINK_* variables or .env; what they leave out is taken from the local
+    stack in the state folder, if there is one.
+    """
+    import uvicorn
+
+    from ingest import create_app, load_settings
+
+    try:
+        settings = load_settings(_stack_fallbacks(_home()))
+    except ValidationError as exc:
+        problems = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        raise UsageError(f"ingest settings: {problems}") from exc
+    host = host or settings.http_host
+    port = port or settings.http_port
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per write drowns the real news
+    if not port_free(port, host):
+        raise UsageError(f"port {port} on {host} is busy; choose another with --port or FIELDLINK_HTTP_PORT")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+
+
+# --- simulate ----------------------------------------------------------------------------------------
+
+
+def _ensure_devices(home: Home, ids: list[str], **options: int) -> None:
+    known = {d.id for d in list_devices(home)}
+    for device_id in ids:
+        if device_id not in known:
+            add_device(home, device_id, **options)
+            click.echo(f"registered {device_id}")
+
+
+def _stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        stop_pid(process.pid)
+
+
+@cli.command(context_settings=_CONTEXT)
+@click.option("--devices", "count", default=3, show_default=True, type=click.IntRange(1, 200),
+              help="How many nodes to run.")
+@click.option("--duration", type=click.FloatRange(min=0.1), help="Seconds to sample; default: until Ctrl-C.")
+@click.option("--replay", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A CSV of raw readings (header of sensor names, a row per tick) to replay.")
+@click.option("--prefix", default="node", show_default=True, help="Device ids are PREFIX-1 .. PREFIX-N.")
+def simulate(count: int, duration: float | None, replay: Path | None, prefix: str) -> None:
+    """Run N copies of the real firmware under the MicroPython unix port, each with its own bundle.
+
+    Missing devices are provisioned first; the stack must be up (`fieldlink stack up`).
+    """
+    home = _home()
+    if not Stack(home).is_up():
+        raise UsageError("the stack is not up; run `fieldlink stack up` first")
+    ids = [f"{prefix}-{i}" for i in range(1, count + 1)]
+    _ensure_devices(home, ids)
+    nodes = [start_node(home, i, home.logs / f"{i}.log", replay=replay, duration_s=duration) for i in ids]
+    click.echo(f"started {count} node(s); logs in {home.logs}")
+    failed = _wait_nodes(nodes, ids, duration)
+    if failed:
+        raise ServiceFailed(f"node(s) {', '.join(failed)} exited with an error; see their logs in {home.logs}")
+
+
+def _wait_nodes(nodes: list[subprocess.Popen[bytes]], ids: list[str], duration: float | None) -> list[str]:
+    try:
+        if duration is None:
+            while any(n.poll() is None for n in nodes):
+                time.sleep(0.5)
+        else:
+            columns = (TextColumn("sampling"), BarColumn(), TimeRemainingColumn())
+            with Progress(*columns, transient=True) as progress:
+                task = progress.add_task("sampling", total=duration)
+                start = time.monotonic()
+                while any(n.poll() is None for n in nodes):
+                    progress.update(task, completed=min(duration, time.monotonic() - start))
+                    time.sleep(0.2)
+    except KeyboardInterrupt:
+        click.echo("stopping nodes")
+        _stop_all(nodes)
+    return [i for i, n in zip(ids, nodes, strict=True) if n.wait() not in (0, -signal.SIGTERM)]
+
+
+# --- run ---------------------------------------------------------------------------------------------
+
+
+@cli.command(context_settings=_CONTEXT)
+@click.option("--devices", "count", default=3, show_default=True, type=click.IntRange(1, 50))
+@click.option("--http-port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+def run(count: int, http_port: int) -> None:
+    """The whole local system: stack, ingest service and simulated nodes; Ctrl-C stops it all."""
+    home = _home()
+    stack_ = Stack(home)
+    started_stack = not stack_.is_up()
+    click.echo(stack_.up())
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        ids = [f"node-{i}" for i in range(1, count + 1)]
+        _ensure_devices(home, ids)
+        if not port_free(http_port):
+            raise UsageError(f"port {http_port} on 127.0.0.1 is busy; choose another with --http-port")
+        ingest_log = (home.logs / "ingest.log").open("ab")
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "tools", "ingest", "--port", str(http_port)],
+                stdout=ingest_log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
+        if not wait_port(http_port, 20):
+            raise ServiceFailed(f"the ingest service did not start; see {home.logs / 'ingest.log'}")
+        processes += [start_node(home, i, home.logs / f"{i}.log") for i in ids]
+        influx = stack_.influx_url()
+        db = home.load_state().database
+        click.echo(
+            f"""
+fieldlink is running: {count} simulated nodes -> Mosquitto (mutual TLS) -> ingest -> InfluxDB.
+
+  Latest readings:  curl http://127.0.0.1:{http_port}/api/devices/node-1/latest
+  Devices:          curl http://127.0.0.1:{http_port}/api/devices
+  Service health:   curl http://127.0.0.1:{http_port}/healthz
+  In InfluxDB:      curl -G {influx}/query --data-urlencode db={db} \\
+                      --data-urlencode "q=SELECT * FROM readings ORDER BY time DESC LIMIT 9"
+  Logs:             {home.logs}
+
+Press Ctrl-C to stop everything this command started."""
+        )
+        while all(p.poll() is None for p in processes):
+            time.sleep(0.5)
+        dead = [p for p in processes if p.poll() is not None]
+        raise ServiceFailed(f"a process exited unexpectedly ({dead[0].args}); see the logs in {home.logs}")
+    except KeyboardInterrupt:
+        click.echo("\nstopping")
+    finally:
+        _stop_all(processes)
+        if started_stack:
+            click.echo(stack_.down())
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except FieldlinkError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
