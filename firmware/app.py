@@ -151,17 +151,22 @@ class Node:
 
     async def publish_loop(self):
         topic = protocol.data_topic(self.device_id)
-        while self.sampling or len(self.outbox):
-            payload = self.outbox.peek()
-            if payload is None:
+        outbox = self.outbox
+        while self.sampling or len(outbox):
+            if not len(outbox):
                 self._ready.clear()
                 await self._ready.wait()
                 continue
             if not self.client.connected:
                 await self._connect()
+                continue  # the ring may have moved on while we waited: look at its head again
+            payload = outbox.peek()
             try:
                 await self.client.publish(topic, payload, qos=1)
-                self.outbox.pop()
+                # Pop only the batch the broker has: if the ring dropped it meanwhile, the head is
+                # another batch that still waits its turn.
+                if outbox.peek() is payload:
+                    outbox.pop()
             except Exception as exc:  # MQTTError or anything unforeseen: never end the loop
                 # The batch stays in the outbox and goes again after the reconnect.
                 print("mqtt: publish failed:", repr(exc))

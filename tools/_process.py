@@ -43,7 +43,9 @@ def stop_pid(pid: int, timeout: float = 10.0) -> None:
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True if a server could listen on the port now (connections in TIME_WAIT don't count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

@@ -89,6 +89,11 @@ bind-address = "127.0.0.1:{state.influx_rpc_port}"
 """
 
 
+def _binary(name: str) -> str | None:
+    """The program's path; Debian puts mosquitto in /usr/sbin, often not on a user's PATH."""
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
+
+
 @dataclass
 class ServiceStatus:
     name: str
@@ -136,7 +141,7 @@ class Stack:
             if any(p is not None for p in (mqtt_port, influx_port, influx_rpc_port)):
                 raise UsageError("the stack is already up; run `fieldlink stack down` to change its ports")
             return f"stack already up (mqtts://127.0.0.1:{state.mqtt_port}, http://127.0.0.1:{state.influx_port})"
-        missing = [b for b in ("mosquitto", "influxd") if shutil.which(b) is None]
+        missing = [b for b in ("mosquitto", "influxd") if _binary(b) is None]
         if missing:
             raise EnvironmentProblem(
                 f"{' and '.join(missing)} not found on PATH; run `make setup` (installs the Debian packages "
@@ -172,12 +177,12 @@ class Stack:
         try:
             if "mosquitto" not in running:
                 state.pids["mosquitto"] = self._spawn(
-                    "mosquitto", ["mosquitto", "-c", str(mosq_dir / "mosquitto.conf")]
+                    "mosquitto", [_binary("mosquitto") or "mosquitto", "-c", str(mosq_dir / "mosquitto.conf")]
                 )
                 started.append("mosquitto")
             if "influxdb" not in running:
                 state.pids["influxdb"] = self._spawn(
-                    "influxdb", ["influxd", "run", "-config", str(influx_dir / "influxdb.conf")]
+                    "influxdb", [_binary("influxd") or "influxd", "run", "-config", str(influx_dir / "influxdb.conf")]
                 )
                 started.append("influxdb")
             self.home.save_state(state)

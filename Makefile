@@ -1,0 +1,44 @@
+# fieldlink: `make run` starts the whole local system, `make test` runs every test.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help setup system-packages test run lint typecheck check clean
+
+help:
+	@echo "make run     start the local stack, the ingest service and 3 simulated nodes (Ctrl-C stops all)"
+	@echo "make test    set up, then run the whole test suite"
+	@echo "make setup   virtual environment + Debian packages mosquitto and influxdb (idempotent)"
+	@echo "make check   ruff and mypy"
+
+setup: $(STAMP) system-packages
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "fieldlink needs Python 3.11 or newer, found " + sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+system-packages:
+	@bash tools/setup/system-packages.sh
+
+test: setup
+	$(BIN)/pytest
+
+run: setup
+	$(BIN)/fieldlink run
+
+lint:
+	$(BIN)/ruff check ingest tools tests
+	$(BIN)/ruff format --check ingest tools tests
+
+typecheck:
+	$(BIN)/mypy
+
+check: lint typecheck
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,96 @@
+# The wire protocol, on both interpreters.
+import json
+
+from shared import protocol
+from tests.dual.helpers import raises
+
+
+def test_round_trip_restores_timestamps_sensors_and_values():
+    payload = protocol.encode_batch(7, 1700000000000, ["temperature", "humidity"],
+                                    [(0, 0, 21.5), (0, 1, 40.25), (1000, 0, 21.75)])
+    seq, readings = protocol.decode_batch(payload)
+    assert seq == 7
+    assert readings == [(1700000000000, "temperature", 21.5), (1700000000000, "humidity", 40.25),
+                        (1700000001000, "temperature", 21.75)]
+
+
+def test_nan_travels_as_null_and_decodes_as_none():
+    payload = protocol.encode_batch(0, 5, ["t"], [(0, 0, float("nan")), (10, 0, 1.0)])
+    assert b"null" in payload
+    assert protocol.decode_batch(payload)[1] == [(5, "t", None), (15, "t", 1.0)]
+
+
+def test_encoding_is_compact_json():
+    payload = protocol.encode_batch(1, 2, ["t"], [(0, 0, 3.5)])
+    assert b" " not in payload
+    assert json.loads(payload) == {"v": 1, "seq": 1, "t0": 2, "s": ["t"], "r": [[0, 0, 3.5]]}
+
+
+def test_integer_values_decode_as_floats():
+    _, readings = protocol.decode_batch(b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[[0,0,21]]}')
+    assert readings == [(0, "t", 21.0)]
+    assert isinstance(readings[0][2], float)
+
+
+def test_wrong_version_is_refused_by_name():
+    exc = raises(protocol.UnsupportedVersion, protocol.decode_batch,
+                 b'{"v":2,"seq":0,"t0":0,"s":["t"],"r":[]}')
+    assert exc.reason == "bad_version"
+    assert "2" in str(exc)
+
+
+def test_missing_version_is_refused():
+    raises(protocol.UnsupportedVersion, protocol.decode_batch, b'{"seq":0,"t0":0,"s":["t"],"r":[]}')
+
+
+def test_oversized_payload_is_refused_before_parsing():
+    exc = raises(protocol.PayloadTooLarge, protocol.decode_batch, b"x" * (protocol.MAX_PAYLOAD_BYTES + 1))
+    assert exc.reason == "too_large"
+
+
+def test_malformed_payloads_are_refused():
+    cases = [
+        b"{not json",
+        b"[1, 2]",
+        b'{"v":1,"seq":-1,"t0":0,"s":["t"],"r":[]}',
+        b'{"v":1,"seq":0,"t0":"now","s":["t"],"r":[]}',
+        b'{"v":1,"seq":0,"t0":0,"s":[],"r":[]}',
+        b'{"v":1,"seq":0,"t0":0,"s":["Bad Name"],"r":[]}',
+        b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[[0,1,2.0]]}',
+        b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[[0,0]]}',
+        b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[[-5,0,1.0]]}',
+        b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[[0,0,"hot"]]}',
+        b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[[0,0,true]]}',
+        b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[[0,0,1e999]]}',
+        b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":"none"}',
+    ]
+    for case in cases:
+        exc = raises(protocol.MalformedPayload, protocol.decode_batch, case)
+        assert exc.reason == "malformed"
+
+
+def test_too_many_readings_are_refused():
+    rows = ",".join(["[0,0,1]"] * (protocol.MAX_READINGS + 1))
+    raises(protocol.MalformedPayload, protocol.decode_batch,
+           ('{"v":1,"seq":0,"t0":0,"s":["t"],"r":[' + rows + "]}").encode())
+
+
+def test_topics():
+    assert protocol.data_topic("node-1") == "fl/v1/node-1/data"
+    assert protocol.status_topic("node-1") == "fl/v1/node-1/status"
+    assert protocol.parse_topic("fl/v1/node-1/data") == ("node-1", "data")
+    for bad in ("fl/v1/node-1", "fl/v2/node-1/data", "fl/v1/+/data", "fl/v1/Node/data", "x/fl/v1/a/data"):
+        assert raises(protocol.BadTopic, protocol.parse_topic, bad).reason == "bad_topic"
+
+
+def test_valid_ids():
+    for good in ("a", "node-1", "plant_3.line-2", "0" * 64):
+        assert protocol.valid_id(good), good
+    for bad in ("", "-a", "A", "a/b", "a+", "a#", "a b", "0" * 65, None, 5):
+        assert not protocol.valid_id(bad), bad
+
+
+def test_status_message():
+    assert json.loads(protocol.encode_status(False)) == {"v": 1, "online": False}
+    assert json.loads(protocol.encode_status(True, {"dropped": 2})) == {
+        "v": 1, "online": True, "counters": {"dropped": 2}}

@@ -1,0 +1,227 @@
+"""Helpers for tests that talk to the real broker, database, service and firmware."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import paho.mqtt.client as paho
+
+from tools._devices import add_device
+from tools._home import Home
+from tools._simulate import node_command, node_env
+
+T = TypeVar("T")
+FIELDLINK = [sys.executable, "-m", "tools"]
+
+
+def fieldlink(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the real `fieldlink` command with this state folder."""
+    env = dict(os.environ, FIELDLINK_HOME=str(home))
+    return subprocess.run(
+        [*FIELDLINK, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def wait_until(probe: Callable[[], T], timeout: float = 20.0, interval: float = 0.1) -> T:
+    """Poll `probe` until it returns something truthy; fail the test with its last value otherwise."""
+    deadline = time.monotonic() + timeout
+    value = probe()
+    while not value:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s (last value {value!r})")
+        time.sleep(interval)
+        value = probe()
+    return value
+
+
+@dataclass
+class StackInfo:
+    home: Path
+    mqtt_port: int
+    influx_port: int
+
+    @property
+    def influx_url(self) -> str:
+        return f"http://127.0.0.1:{self.influx_port}"
+
+    def query(self, q: str) -> list[dict[str, Any]]:
+        response = httpx.get(
+            f"{self.influx_url}/query", params={"db": "fieldlink", "q": q, "epoch": "ms"}, timeout=10
+        )
+        response.raise_for_status()
+        result = response.json()["results"][0]
+        if "error" in result:
+            raise AssertionError(result["error"])
+        return list(result.get("series", []))
+
+    def points(self, device_id: str) -> list[tuple[int, str, float]]:
+        """Every stored reading of a device as (time_ms, sensor, value), sorted."""
+        rows: list[tuple[int, str, float]] = []
+        for series in self.query(f"SELECT \"value\", \"sensor\" FROM readings WHERE \"device\" = '{device_id}'"):
+            rows += [(t, sensor, value) for t, value, sensor in series["values"]]
+        return sorted(rows)
+
+    def wait_points(self, device_id: str, count: int, timeout: float = 20.0) -> list[tuple[int, str, float]]:
+        """The device's points once there are at least `count` of them."""
+        def enough() -> list[tuple[int, str, float]] | None:
+            points = self.points(device_id)
+            return points if len(points) >= count else None
+
+        return wait_until(enough, timeout)
+
+    def add_device(self, device_id: str, **options: int) -> Path:
+        _, bundle = add_device(Home(self.home), device_id, **options)
+        return bundle
+
+
+@dataclass
+class IngestInfo:
+    url: str
+    log: Path
+    pid: int
+
+    def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = httpx.get(f"{self.url}/healthz", timeout=5).json()
+        return result
+
+    def counters(self) -> dict[str, int]:
+        counters: dict[str, int] = self.health()["counters"]
+        return counters
+
+
+def run_node(
+    bundle: Path, timeout: float = 60, **options: Any
+) -> subprocess.CompletedProcess[str]:
+    """Run the real firmware under MicroPython until it stops by itself."""
+    return subprocess.run(
+        node_command(bundle, **options), env=node_env(), capture_output=True, text=True,
+        timeout=timeout, check=False,
+    )
+
+
+def start_node(bundle: Path, log: Path, **options: Any) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(node_command(bundle, **options), env=node_env(), stdout=out,
+                                stderr=subprocess.STDOUT)
+
+
+def trace_readings(trace: Path) -> list[tuple[int, str, float]]:
+    """What the firmware produced: every non-null reading of every batch it traced."""
+    from shared import protocol
+
+    rows: list[tuple[int, str, float]] = []
+    for line in trace.read_bytes().splitlines():
+        _, readings = protocol.decode_batch(line)
+        rows += [(t, s, v) for t, s, v in readings if v is not None]
+    return sorted(rows)
+
+
+def mqtt_client(
+    port: int, ca: Path, cert: Path, key: Path, client_id: str
+) -> paho.Client:
+    """A connected paho client with a client certificate (raises if the broker refuses the TLS handshake)."""
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id)
+    context = ssl.create_default_context(cafile=str(ca))
+    context.load_cert_chain(str(cert), str(key))
+    client.tls_set_context(context)
+    connected = threading.Event()
+    codes: list[Any] = []
+
+    def on_connect(_c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        codes.append(reason)
+        connected.set()
+
+    client.on_connect = on_connect
+    client.connect("127.0.0.1", port, keepalive=30)
+    client.loop_start()
+    if not connected.wait(10) or codes[0].is_failure:
+        client.loop_stop()
+        raise ConnectionError(f"MQTT connect failed: {codes}")
+    return client
+
+
+def publish(client: paho.Client, topic: str, payload: bytes) -> None:
+    info = client.publish(topic, payload, qos=1)
+    info.wait_for_publish(10)
+    assert info.is_published()
+
+
+def batch(seq: int, t0: int, sensors: list[str], rows: list[list[Any]]) -> bytes:
+    return json.dumps({"v": 1, "seq": seq, "t0": t0, "s": sensors, "r": rows}).encode()
+
+
+class LinkCutter:
+    """A TCP relay between a node and the broker that a test can cut and restore: the fake radio."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self._server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._server.bind(("127.0.0.1", 0))
+        self._server.listen(16)
+        self.port: int = self._server.getsockname()[1]
+        self._up = True
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            if not self._up:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            with self._lock:
+                self._open += [client, upstream]
+                self.connections += 1
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        self._up = False
+        with self._lock:
+            for s in self._open:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+            self._open.clear()
+
+    def restore(self) -> None:
+        self._up = True
+
+    def close(self) -> None:
+        self.cut()
+        self._server.close()

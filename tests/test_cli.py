@@ -1,0 +1,113 @@
+"""The `fieldlink` command speaks clearly: help everywhere, exit codes that mean something, no tracebacks."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.support import StackInfo, fieldlink
+from tools._process import free_port
+
+COMMANDS = [[], ["stack"], ["stack", "up"], ["stack", "down"], ["stack", "status"], ["device"],
+            ["device", "add"], ["device", "list"], ["ingest"], ["simulate"], ["run"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "fieldlink")
+def test_help_everywhere(command: list[str], tmp_path: Path) -> None:
+    result = fieldlink(tmp_path, *command, "--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith("Usage: ")
+
+
+def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        busy = squatter.getsockname()[1]
+        result = fieldlink(tmp_path / "home", "stack", "up", "--mqtt-port", str(busy),
+                           "--influx-port", str(free_port()), "--influx-rpc-port", str(free_port()))
+    assert result.returncode == 3
+    assert result.stderr.strip() == (
+        f"error: port {busy} on 127.0.0.1 is busy, so mosquitto cannot listen there; "
+        "stop what uses it or choose another port (see `fieldlink stack up --help`)"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_stack_up_twice_and_status(stack: StackInfo) -> None:
+    again = fieldlink(stack.home, "stack", "up")
+    assert again.returncode == 0
+    assert again.stdout.strip() == (
+        f"stack already up (mqtts://127.0.0.1:{stack.mqtt_port}, http://127.0.0.1:{stack.influx_port})"
+    )
+    status = fieldlink(stack.home, "stack", "status")
+    assert status.returncode == 0
+    assert [line.split()[0] for line in status.stdout.splitlines()] == ["mosquitto", "influxdb"]
+    assert all("running (pid" in line for line in status.stdout.splitlines())
+
+
+def test_down_when_down_says_so(tmp_path: Path) -> None:
+    result = fieldlink(tmp_path, "stack", "down")
+    assert (result.returncode, result.stdout.strip()) == (0, "stack already down")
+    status = fieldlink(tmp_path, "stack", "status")
+    assert status.returncode == 1
+    assert "stopped" in status.stdout
+
+
+def test_device_add_without_a_stack_explains(tmp_path: Path) -> None:
+    result = fieldlink(tmp_path, "device", "add", "node-1")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: no fleet CA in {tmp_path / 'pki'}; run `fieldlink stack up` first"
+
+
+@pytest.mark.parametrize(
+    ("device_id", "message"),
+    [
+        ("Node 1", "is not a valid device id"),
+        ("a/b", "is not a valid device id"),
+        ("fieldlink-ingest", "reserved for fieldlink's services"),
+    ],
+)
+def test_device_add_refuses_bad_ids(stack: StackInfo, device_id: str, message: str) -> None:
+    result = fieldlink(stack.home, "device", "add", device_id)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (stack.home / "devices" / device_id).exists()
+
+
+def test_device_add_and_list(stack: StackInfo, uid: str) -> None:
+    device = f"listed-{uid}"
+    added = fieldlink(stack.home, "device", "add", device)
+    assert added.returncode == 0
+    assert added.stdout.startswith(f"device {device} registered; bundle in ")
+    again = fieldlink(stack.home, "device", "add", device)
+    assert again.returncode == 2
+    assert again.stderr.strip() == f"error: device '{device}' is already registered; see `fieldlink device list`"
+    listed = fieldlink(stack.home, "device", "list")
+    assert any(line.split()[:2] == [device, "active"] for line in listed.stdout.splitlines())
+
+
+def test_simulate_needs_the_stack(tmp_path: Path) -> None:
+    result = fieldlink(tmp_path, "simulate", "--devices", "1", "--duration", "1")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: the stack is not up; run `fieldlink stack up` first"
+
+
+def test_simulate_runs_nodes_for_a_duration(stack: StackInfo, ingest: object, uid: str) -> None:
+    prefix = f"sim-{uid}"
+    result = fieldlink(stack.home, "simulate", "--devices", "2", "--duration", "1.5", "--prefix", prefix)
+    assert result.returncode == 0, result.stderr
+    assert f"registered {prefix}-1" in result.stdout
+    for i in (1, 2):
+        assert len(stack.wait_points(f"{prefix}-{i}", 3)) >= 3
+
+
+def test_ingest_with_bad_settings_explains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FIELDLINK_MQTT_CA", str(tmp_path / "missing.pem"))
+    result = fieldlink(tmp_path, "ingest")
+    assert result.returncode == 2
+    assert f"FIELDLINK_MQTT_CA={tmp_path / 'missing.pem'} is not a readable file" in result.stderr
+    assert "Traceback" not in result.stderr

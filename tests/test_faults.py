@@ -1,0 +1,171 @@
+"""Outages delay data; they don't lose it: the radio link, the database, the ingest service."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import (
+    FIELDLINK,
+    IngestInfo,
+    LinkCutter,
+    StackInfo,
+    batch,
+    fieldlink,
+    mqtt_client,
+    publish,
+    start_node,
+    trace_readings,
+    wait_until,
+)
+from tools._home import Home
+from tools._process import free_port, stop_pid
+
+
+def _point_bundle_at(bundle: Path, port: int, **changes: object) -> None:
+    config = json.loads((bundle / "config.json").read_text())
+    config["broker"]["port"] = port
+    config.update(changes)
+    (bundle / "config.json").write_text(json.dumps(config))
+
+
+def _final_counters(log: Path) -> dict[str, int]:
+    counters: dict[str, int] = json.loads(log.read_text().rsplit("stopped: ", 1)[1].splitlines()[0])
+    return counters
+
+
+@pytest.fixture
+def link(stack: StackInfo) -> Iterator[LinkCutter]:
+    cutter = LinkCutter(stack.mqtt_port)
+    yield cutter
+    cutter.close()
+
+
+def test_network_outage_loses_nothing(
+    stack: StackInfo, ingest: IngestInfo, link: LinkCutter, uid: str, workdir: Path
+) -> None:
+    device = f"outage-{uid}"
+    bundle = stack.add_device(device, sample_interval_ms=100, batch_max_readings=50, batch_max_age_ms=300)
+    _point_bundle_at(bundle, link.port)
+    trace, log = workdir / "trace.jsonl", workdir / "node.log"
+
+    node = start_node(bundle, log, trace=trace, duration_s=4.0)
+    wait_until(lambda: link.connections >= 1, timeout=10)
+    time.sleep(1.0)
+    link.cut()
+    time.sleep(2.0)
+    link.restore()
+    assert node.wait(timeout=60) == 0, log.read_text()
+
+    produced = trace_readings(trace)
+    assert stack.wait_points(device, len(produced)) == produced
+    counters = _final_counters(log)
+    assert counters["dropped"] == 0
+    assert counters["queued"] == 0
+    assert counters["reconnects"] >= 1
+    assert link.connections >= 2
+
+
+def test_outage_longer_than_the_outbox_drops_oldest_and_counts(
+    stack: StackInfo, ingest: IngestInfo, link: LinkCutter, uid: str, workdir: Path
+) -> None:
+    device = f"overflow-{uid}"
+    bundle = stack.add_device(device, sample_interval_ms=50, batch_max_readings=2, batch_max_age_ms=10000)
+    _point_bundle_at(bundle, link.port, outbox={"capacity": 3})
+    trace, log = workdir / "trace.jsonl", workdir / "node.log"
+    link.cut()  # no network from the start
+
+    node = start_node(bundle, log, trace=trace, duration_s=1.0)
+    time.sleep(2.0)  # sampling is over: about 20 batches produced, 3 kept
+    link.restore()
+    assert node.wait(timeout=60) == 0, log.read_text()
+
+    batches = [json.loads(line) for line in trace.read_bytes().splitlines()]
+    counters = _final_counters(log)
+    assert counters["dropped"] == len(batches) - 3
+    kept = [b for b in batches if b["seq"] >= len(batches) - 3]  # the newest three survive
+    expected = sorted((b["t0"] + off, b["s"][i], v) for b in kept for off, i, v in b["r"])
+    assert stack.wait_points(device, len(expected)) == expected
+
+
+def test_database_outage_loses_nothing(stack: StackInfo, ingest: IngestInfo, uid: str) -> None:
+    device = f"dbdown-{uid}"
+    bundle = stack.add_device(device)
+    home = Home(stack.home)
+    stop_pid(home.load_state().pids["influxdb"])
+    retries_before = ingest.counters().get("write_retries", 0)
+    now = int(time.time() * 1000)
+    client = mqtt_client(stack.mqtt_port, bundle / "ca.pem", bundle / "cert.pem", bundle / "key.pem", device)
+    try:
+        for seq in range(5):
+            publish(client, f"fl/v1/{device}/data", batch(seq, now + seq * 1000, ["temp"], [[0, 0, seq + 0.5]]))
+        wait_until(lambda: ingest.counters().get("write_retries", 0) >= retries_before + 2)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+        result = fieldlink(stack.home, "stack", "up")
+        assert result.returncode == 0, result.stderr
+
+    expected = [(now + seq * 1000, "temp", seq + 0.5) for seq in range(5)]
+    assert stack.wait_points(device, 5, timeout=60) == expected
+
+
+def test_ingest_restart_loses_nothing(stack: StackInfo, ingest: IngestInfo, uid: str, workdir: Path) -> None:
+    """A second service with its own persistent session and database: what arrives while it is down
+    waits in the broker and is stored after it comes back."""
+    database = f"restart_{uid}"
+    httpx.post(f"{stack.influx_url}/query", params={"q": f'CREATE DATABASE "{database}"'}).raise_for_status()
+    env = dict(os.environ, FIELDLINK_HOME=str(stack.home), FIELDLINK_INFLUX_DATABASE=database,
+               FIELDLINK_MQTT_CLIENT_ID=f"ingest-{uid}")
+    log = workdir / "ingest.log"
+
+    def start() -> tuple[subprocess.Popen[bytes], str]:
+        port = free_port()
+        with log.open("ab") as out:
+            process = subprocess.Popen([*FIELDLINK, "ingest", "--port", str(port)], env=env, stdout=out,
+                                       stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+
+        def connected() -> bool:
+            try:
+                return bool(httpx.get(f"{url}/healthz").json()["mqtt_connected"])
+            except httpx.HTTPError:
+                return False
+
+        wait_until(connected, timeout=30)
+        return process, url
+
+    device = f"restart-{uid}"
+    bundle = stack.add_device(device)
+    service, _ = start()
+    service.send_signal(signal.SIGKILL)  # a crash: no clean disconnect
+    service.wait()
+    now = int(time.time() * 1000)
+    client = mqtt_client(stack.mqtt_port, bundle / "ca.pem", bundle / "cert.pem", bundle / "key.pem", device)
+    try:
+        for seq in range(10):
+            publish(client, f"fl/v1/{device}/data", batch(seq, now + seq, ["temp"], [[0, 0, float(seq)]]))
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+    service, url = start()
+    try:
+        def stored() -> list[list[object]]:
+            q = f"SELECT \"value\" FROM readings WHERE \"device\" = '{device}'"
+            response = httpx.get(f"{stack.influx_url}/query", params={"db": database, "q": q, "epoch": "ms"})
+            series = response.json()["results"][0].get("series", [])
+            return series[0]["values"] if series and len(series[0]["values"]) >= 10 else []
+
+        assert wait_until(stored) == [[now + seq, float(seq)] for seq in range(10)]
+        assert httpx.get(f"{url}/healthz").json()["counters"]["stored_messages"] == 10
+    finally:
+        stop_pid(service.pid)

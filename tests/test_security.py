@@ -1,0 +1,122 @@
+"""Who may connect, publish and be stored: the broker's TLS and ACL, and the service's registry check."""
+
+from __future__ import annotations
+
+import ssl
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support import (
+    IngestInfo,
+    StackInfo,
+    batch,
+    mqtt_client,
+    publish,
+    run_node,
+    wait_until,
+)
+from tools._home import Home
+from tools._pki import CertificateAuthority
+
+
+def _device_client(stack: StackInfo, device: str) -> object:
+    bundle = stack.home / "devices" / device
+    return mqtt_client(stack.mqtt_port, bundle / "ca.pem", bundle / "cert.pem", bundle / "key.pem", device)
+
+
+def test_certificate_from_another_ca_is_refused(stack: StackInfo, uid: str, workdir: Path) -> None:
+    rogue = CertificateAuthority(workdir / "rogue")
+    rogue.create("rogue CA")
+    rogue.issue(f"rogue-{uid}", workdir / "rogue.pem", workdir / "rogue.key")
+    fleet_ca = Home(stack.home).pki / "ca.pem"
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        mqtt_client(stack.mqtt_port, fleet_ca, workdir / "rogue.pem", workdir / "rogue.key", f"rogue-{uid}")
+
+
+def test_firmware_with_a_foreign_certificate_stores_nothing(
+    stack: StackInfo, ingest: IngestInfo, uid: str, workdir: Path
+) -> None:
+    device = f"forged-{uid}"
+    bundle = stack.add_device(device, sample_interval_ms=50, batch_max_readings=5, batch_max_age_ms=200)
+    rogue = CertificateAuthority(workdir / "rogue")
+    rogue.create("rogue CA")
+    rogue.issue(device, workdir / "cert.pem", workdir / "key.pem")
+    from tools._devices import _write_der
+
+    _write_der(workdir / "cert.pem", bundle / "cert.der", private=False)
+    _write_der(workdir / "key.pem", bundle / "key.der", private=True)
+
+    result = run_node(bundle, duration_s=1.0, timeout=60)
+
+    assert "cannot connect" in result.stdout
+    assert "connected to" not in result.stdout
+    assert stack.points(device) == []
+
+
+def test_device_cannot_publish_to_another_devices_topic(stack: StackInfo, ingest: IngestInfo, uid: str) -> None:
+    mallory, victim = f"mallory-{uid}", f"victim-{uid}"
+    stack.add_device(mallory)
+    stack.add_device(victim)
+    client = _device_client(stack, mallory)
+    now = int(time.time() * 1000)
+    try:
+        # Mosquitto acknowledges a denied QoS 1 publish (MQTT 3.1.1 cannot refuse one) and drops it.
+        publish(client, f"fl/v1/{victim}/data", batch(0, now, ["temp"], [[0, 0, 99.0]]))
+        publish(client, f"fl/v1/{mallory}/data", batch(1, now, ["temp"], [[0, 0, 1.0]]))
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    # The service handles messages in order, so once Mallory's own batch is stored, the forged one
+    # would have been too.
+    assert wait_until(lambda: stack.points(mallory)) == [(now, "temp", 1.0)]
+    assert stack.points(victim) == []
+
+
+def test_unregistered_device_is_not_stored(stack: StackInfo, ingest: IngestInfo, uid: str, workdir: Path) -> None:
+    ghost = f"ghost-{uid}"
+    # A certificate from the fleet CA, but never registered (or registered elsewhere and lost).
+    CertificateAuthority(Home(stack.home).pki).issue(ghost, workdir / "cert.pem", workdir / "key.pem")
+    before = ingest.counters().get("rejected_unregistered", 0)
+    client = mqtt_client(stack.mqtt_port, Home(stack.home).pki / "ca.pem", workdir / "cert.pem",
+                         workdir / "key.pem", ghost)
+    try:
+        publish(client, f"fl/v1/{ghost}/data", batch(0, int(time.time() * 1000), ["temp"], [[0, 0, 5.0]]))
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    wait_until(lambda: ingest.counters().get("rejected_unregistered", 0) == before + 1)
+    assert stack.points(ghost) == []
+    assert f"device '{ghost}' is not registered" in ingest.log.read_text()
+
+
+def test_device_cannot_read_other_devices_data(stack: StackInfo, uid: str) -> None:
+    import threading
+
+    spy, talker = f"spy-{uid}", f"talker-{uid}"
+    stack.add_device(spy)
+    stack.add_device(talker)
+    received: list[str] = []
+    granted = threading.Event()
+    spy_client = _device_client(stack, spy)
+    spy_client.on_message = lambda _c, _u, message: received.append(message.topic)  # type: ignore[attr-defined]
+    spy_client.on_subscribe = lambda *_args: granted.set()  # type: ignore[attr-defined]
+    talker_client = _device_client(stack, talker)
+    try:
+        spy_client.subscribe(f"fl/v1/{talker}/data", qos=1)  # type: ignore[attr-defined]
+        assert granted.wait(5)
+        publish(talker_client, f"fl/v1/{talker}/data", batch(0, 1, ["t"], [[0, 0, 1.0]]))
+        time.sleep(1.0)  # a delivery would take milliseconds on loopback
+    finally:
+        for c in (spy_client, talker_client):
+            c.loop_stop()  # type: ignore[attr-defined]
+            c.disconnect()  # type: ignore[attr-defined]
+    assert received == []
+
+
+def test_device_key_files_are_private(stack: StackInfo, uid: str) -> None:
+    bundle = stack.add_device(f"keys-{uid}")
+    for name in ("key.pem", "key.der"):
+        assert (bundle / name).stat().st_mode & 0o777 == 0o600
+    assert (Home(stack.home).pki / "ca.key").stat().st_mode & 0o777 == 0o600

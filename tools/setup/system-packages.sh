@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the local stack needs (mosquitto, influxdb) when they are missing.
+set -euo pipefail
+
+need=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v influxd >/dev/null 2>&1 || need+=(influxdb)
+[ ${#need[@]} -eq 0 ] && exit 0
+
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "fieldlink needs ${need[*]}, and this system has no apt-get." >&2
+  echo "Install Mosquitto 2.x and InfluxDB 1.6+ with your package manager, then run make again." >&2
+  exit 1
+fi
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+    echo "fieldlink needs the Debian packages ${need[*]}; run as root: apt-get install ${need[*]}" >&2
+    exit 1
+  fi
+fi
+echo "installing Debian packages: ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
