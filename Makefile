@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Type stubs of the ESP32 port (machine, network, esp32) for checking firmware/hal/esp32.py statically.
+ESP32_STUBS := $(VENV)/esp32-stubs
 
 .DEFAULT_GOAL := help
 .PHONY: help setup system-packages test run lint typecheck check clean
@@ -13,7 +15,7 @@ help:
 	@echo "make setup   virtual environment + Debian packages mosquitto and influxdb (idempotent)"
 	@echo "make check   ruff and mypy"
 
-setup: $(STAMP) system-packages
+setup: $(STAMP) $(ESP32_STUBS)/.installed system-packages
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "fieldlink needs Python 3.11 or newer, found " + sys.version.split()[0])'
@@ -22,10 +24,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+$(ESP32_STUBS)/.installed: $(STAMP)
+	$(BIN)/pip install --quiet --target $(ESP32_STUBS) 'micropython-esp32-esp32-generic-stubs>=1.24'
+	@touch $@
+
 system-packages:
 	@bash tools/setup/system-packages.sh
 
-test: setup
+test: setup check
+	@bash tools/setup/system-packages.sh --tests
 	$(BIN)/pytest
 
 run: setup

@@ -138,12 +138,14 @@ class Node:
         backoff = 500
         while True:
             try:
+                if not await self.board.connect_network(self.config):
+                    raise MQTTError("no network")
                 await self.client.connect(clean_session=True)
                 await self.client.publish(protocol.status_topic(self.device_id),
                                           protocol.encode_status(True, self.counters()), retain=True)
                 print("connected to", self.client.host, self.client.port)
                 return
-            except MQTTError as exc:
+            except Exception as exc:  # MQTTError, a Wi-Fi or config problem: retry, never stop
                 print("mqtt:", exc, "; retrying in", backoff, "ms")
                 self.reconnects += 1
                 await asyncio.sleep_ms(backoff)

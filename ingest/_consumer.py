@@ -47,7 +47,9 @@ class Verifier:
         self._registry = registry
         self._max_skew_ms = int(settings.max_clock_skew_s * 1000)
 
-    def check(self, topic: str, payload: bytes, now_ms: int) -> tuple[str, int, list[tuple[int, str, float]], int]:
+    def check(
+        self, topic: str, payload: bytes, now_ms: int
+    ) -> tuple[str, int, list[tuple[int, str, float]], int]:
         """Return (device, seq, readings with values, count of failed reads) or raise RejectedMessage."""
         try:
             device_id, kind = protocol.parse_topic(topic)
@@ -64,7 +66,8 @@ class Verifier:
         latest = max((t for t, _, _ in readings), default=0)
         if latest > now_ms + self._max_skew_ms:
             raise RejectedMessage(
-                "clock_skew", f"device {device_id!r} stamps readings {(latest - now_ms) / 1000:.0f} s in the future"
+                "clock_skew",
+                f"device {device_id!r} stamps readings {(latest - now_ms) / 1000:.0f} s in the future",
             )
         stored = [(t, sensor, value) for t, sensor, value in readings if value is not None]
         return device_id, seq, stored, len(readings) - len(stored)
@@ -113,7 +116,10 @@ class Consumer:
                     log.info("connected to mqtts://%s:%s", s.mqtt_host, s.mqtt_port)
                     await client.subscribe(self._subscription(), qos=1)
                     async for message in client.messages:
-                        await self.handle(str(message.topic), bytes(message.payload))  # type: ignore[arg-type]
+                        payload = message.payload
+                        if not isinstance(payload, bytes | bytearray):
+                            payload = str(payload).encode()
+                        await self.handle(str(message.topic), bytes(payload))
                         client._client.ack(message.mid, message.qos)
             except aiomqtt.MqttError as exc:
                 self._stats.mqtt_connected = False

@@ -16,7 +16,7 @@ from pydantic_settings import (
 
 # Values a caller (the `fieldlink` CLI, from the local stack) offers when neither the environment nor
 # `.env` says otherwise.
-_fallbacks: ContextVar[dict[str, Any]] = ContextVar("fieldlink_settings_fallbacks", default={})
+_fallbacks: ContextVar[dict[str, Any] | None] = ContextVar("fieldlink_settings_fallbacks", default=None)
 
 
 class Settings(BaseSettings):
@@ -59,7 +59,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        fallback = InitSettingsSource(settings_cls, init_kwargs=_fallbacks.get())
+        fallback = InitSettingsSource(settings_cls, init_kwargs=_fallbacks.get() or {})
         return init_settings, env_settings, dotenv_settings, file_secret_settings, fallback
 
     @model_validator(mode="after")

@@ -18,8 +18,17 @@ from tools._process import free_port, stop_pid
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackInfo]:
     home = tmp_path_factory.mktemp("fieldlink-home")
     mqtt_port, influx_port, rpc_port = free_port(), free_port(), free_port()
-    result = fieldlink(home, "stack", "up", "--mqtt-port", str(mqtt_port), "--influx-port", str(influx_port),
-                       "--influx-rpc-port", str(rpc_port))
+    result = fieldlink(
+        home,
+        "stack",
+        "up",
+        "--mqtt-port",
+        str(mqtt_port),
+        "--influx-port",
+        str(influx_port),
+        "--influx-rpc-port",
+        str(rpc_port),
+    )
     assert result.returncode == 0, result.stderr
     try:
         yield StackInfo(home, mqtt_port, influx_port)
@@ -33,8 +42,9 @@ def ingest(stack: StackInfo) -> Iterator[IngestInfo]:
     log = stack.home / "logs" / "ingest-test.log"
     env = dict(os.environ, FIELDLINK_HOME=str(stack.home))
     with log.open("wb") as out:
-        process = subprocess.Popen([*FIELDLINK, "ingest", "--port", str(port)], env=env, stdout=out,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [*FIELDLINK, "ingest", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     info = IngestInfo(f"http://127.0.0.1:{port}", log, process.pid)
 
     def connected() -> bool:

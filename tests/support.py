@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -69,12 +70,13 @@ class StackInfo:
     def points(self, device_id: str) -> list[tuple[int, str, float]]:
         """Every stored reading of a device as (time_ms, sensor, value), sorted."""
         rows: list[tuple[int, str, float]] = []
-        for series in self.query(f"SELECT \"value\", \"sensor\" FROM readings WHERE \"device\" = '{device_id}'"):
+        for series in self.query(f'SELECT "value", "sensor" FROM readings WHERE "device" = \'{device_id}\''):
             rows += [(t, sensor, value) for t, value, sensor in series["values"]]
         return sorted(rows)
 
     def wait_points(self, device_id: str, count: int, timeout: float = 20.0) -> list[tuple[int, str, float]]:
         """The device's points once there are at least `count` of them."""
+
         def enough() -> list[tuple[int, str, float]] | None:
             points = self.points(device_id)
             return points if len(points) >= count else None
@@ -101,20 +103,23 @@ class IngestInfo:
         return counters
 
 
-def run_node(
-    bundle: Path, timeout: float = 60, **options: Any
-) -> subprocess.CompletedProcess[str]:
+def run_node(bundle: Path, timeout: float = 60, **options: Any) -> subprocess.CompletedProcess[str]:
     """Run the real firmware under MicroPython until it stops by itself."""
     return subprocess.run(
-        node_command(bundle, **options), env=node_env(), capture_output=True, text=True,
-        timeout=timeout, check=False,
+        node_command(bundle, **options),
+        env=node_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
 def start_node(bundle: Path, log: Path, **options: Any) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
-        return subprocess.Popen(node_command(bundle, **options), env=node_env(), stdout=out,
-                                stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            node_command(bundle, **options), env=node_env(), stdout=out, stderr=subprocess.STDOUT
+        )
 
 
 def trace_readings(trace: Path) -> list[tuple[int, str, float]]:
@@ -128,9 +133,7 @@ def trace_readings(trace: Path) -> list[tuple[int, str, float]]:
     return sorted(rows)
 
 
-def mqtt_client(
-    port: int, ca: Path, cert: Path, key: Path, client_id: str
-) -> paho.Client:
+def mqtt_client(port: int, ca: Path, cert: Path, key: Path, client_id: str) -> paho.Client:
     """A connected paho client with a client certificate (raises if the broker refuses the TLS handshake)."""
     client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id)
     context = ssl.create_default_context(cafile=str(ca))
@@ -203,19 +206,15 @@ class LinkCutter:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def cut(self) -> None:
         self._up = False
         with self._lock:
             for s in self._open:
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 s.close()
             self._open.clear()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from shared.protocol import MAX_PAYLOAD_BYTES
-from tests.support import IngestInfo, StackInfo, batch, mqtt_client, publish, wait_until
+from tests.support import IngestInfo, StackInfo, batch, mqtt_client, publish
 
 
 def test_bad_payloads_are_counted_logged_and_skipped(stack: StackInfo, ingest: IngestInfo, uid: str) -> None:

@@ -10,8 +10,19 @@ import pytest
 from tests.support import StackInfo, fieldlink
 from tools._process import free_port
 
-COMMANDS = [[], ["stack"], ["stack", "up"], ["stack", "down"], ["stack", "status"], ["device"],
-            ["device", "add"], ["device", "list"], ["ingest"], ["simulate"], ["run"]]
+COMMANDS = [
+    [],
+    ["stack"],
+    ["stack", "up"],
+    ["stack", "down"],
+    ["stack", "status"],
+    ["device"],
+    ["device", "add"],
+    ["device", "list"],
+    ["ingest"],
+    ["simulate"],
+    ["run"],
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "fieldlink")
@@ -26,8 +37,17 @@ def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         busy = squatter.getsockname()[1]
-        result = fieldlink(tmp_path / "home", "stack", "up", "--mqtt-port", str(busy),
-                           "--influx-port", str(free_port()), "--influx-rpc-port", str(free_port()))
+        result = fieldlink(
+            tmp_path / "home",
+            "stack",
+            "up",
+            "--mqtt-port",
+            str(busy),
+            "--influx-port",
+            str(free_port()),
+            "--influx-rpc-port",
+            str(free_port()),
+        )
     assert result.returncode == 3
     assert result.stderr.strip() == (
         f"error: port {busy} on 127.0.0.1 is busy, so mosquitto cannot listen there; "
@@ -59,7 +79,9 @@ def test_down_when_down_says_so(tmp_path: Path) -> None:
 def test_device_add_without_a_stack_explains(tmp_path: Path) -> None:
     result = fieldlink(tmp_path, "device", "add", "node-1")
     assert result.returncode == 2
-    assert result.stderr.strip() == f"error: no fleet CA in {tmp_path / 'pki'}; run `fieldlink stack up` first"
+    assert (
+        result.stderr.strip() == f"error: no fleet CA in {tmp_path / 'pki'}; run `fieldlink stack up` first"
+    )
 
 
 @pytest.mark.parametrize(
@@ -85,7 +107,9 @@ def test_device_add_and_list(stack: StackInfo, uid: str) -> None:
     assert added.stdout.startswith(f"device {device} registered; bundle in ")
     again = fieldlink(stack.home, "device", "add", device)
     assert again.returncode == 2
-    assert again.stderr.strip() == f"error: device '{device}' is already registered; see `fieldlink device list`"
+    assert (
+        again.stderr.strip() == f"error: device '{device}' is already registered; see `fieldlink device list`"
+    )
     listed = fieldlink(stack.home, "device", "list")
     assert any(line.split()[:2] == [device, "active"] for line in listed.stdout.splitlines())
 

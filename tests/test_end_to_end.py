@@ -3,6 +3,7 @@ ingest service -> InfluxDB, read back exactly."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from pathlib import Path
@@ -10,7 +11,9 @@ from pathlib import Path
 from tests.support import IngestInfo, StackInfo, run_node, trace_readings, wait_until
 
 
-def test_simulated_node_readings_arrive_exactly(stack: StackInfo, ingest: IngestInfo, uid: str, workdir: Path) -> None:
+def test_simulated_node_readings_arrive_exactly(
+    stack: StackInfo, ingest: IngestInfo, uid: str, workdir: Path
+) -> None:
     device = f"e2e-{uid}"
     bundle = stack.add_device(device, sample_interval_ms=100, batch_max_readings=30, batch_max_age_ms=500)
     trace = workdir / "trace.jsonl"
@@ -29,7 +32,9 @@ def test_simulated_node_readings_arrive_exactly(stack: StackInfo, ingest: Ingest
     assert all(started_ms - 1000 <= t <= int(time.time() * 1000) for t, _, _ in stored)
 
 
-def test_replayed_csv_values_are_stored_exactly(stack: StackInfo, ingest: IngestInfo, uid: str, workdir: Path) -> None:
+def test_replayed_csv_values_are_stored_exactly(
+    stack: StackInfo, ingest: IngestInfo, uid: str, workdir: Path
+) -> None:
     device = f"replay-{uid}"
     bundle = stack.add_device(device, sample_interval_ms=50, batch_max_readings=7, batch_max_age_ms=10000)
     csv = workdir / "raw.csv"
@@ -46,13 +51,15 @@ def test_replayed_csv_values_are_stored_exactly(stack: StackInfo, ingest: Ingest
     assert by_sensor == {"temp": [21.5, 21.625, 22.0, 22.25], "hum": [40.0, 40.5, 41.0, 41.5]}
     # Ticks are a sampling interval apart on the device's clock.
     temp_times = [t for t, sensor, _ in stored if sensor == "temp"]
-    assert all(40 <= b - a <= 1000 for a, b in zip(temp_times, temp_times[1:], strict=False))
+    assert all(40 <= b - a <= 1000 for a, b in itertools.pairwise(temp_times))
     # The two failed reads (empty cell, text) travel as nulls and are counted, not stored.
     wait_until(lambda: ingest.counters().get("failed_reads", 0) - counters_before.get("failed_reads", 0) == 2)
     assert json.loads(result.stdout.rsplit("stopped: ", 1)[1])["read_errors"] == 2
 
 
-def test_api_lists_devices_and_latest_readings(stack: StackInfo, ingest: IngestInfo, uid: str, workdir: Path) -> None:
+def test_api_lists_devices_and_latest_readings(
+    stack: StackInfo, ingest: IngestInfo, uid: str, workdir: Path
+) -> None:
     import httpx
 
     device = f"api-{uid}"

@@ -106,7 +106,9 @@ def test_database_outage_loses_nothing(stack: StackInfo, ingest: IngestInfo, uid
     client = mqtt_client(stack.mqtt_port, bundle / "ca.pem", bundle / "cert.pem", bundle / "key.pem", device)
     try:
         for seq in range(5):
-            publish(client, f"fl/v1/{device}/data", batch(seq, now + seq * 1000, ["temp"], [[0, 0, seq + 0.5]]))
+            publish(
+                client, f"fl/v1/{device}/data", batch(seq, now + seq * 1000, ["temp"], [[0, 0, seq + 0.5]])
+            )
         wait_until(lambda: ingest.counters().get("write_retries", 0) >= retries_before + 2)
     finally:
         client.loop_stop()
@@ -123,15 +125,20 @@ def test_ingest_restart_loses_nothing(stack: StackInfo, ingest: IngestInfo, uid:
     waits in the broker and is stored after it comes back."""
     database = f"restart_{uid}"
     httpx.post(f"{stack.influx_url}/query", params={"q": f'CREATE DATABASE "{database}"'}).raise_for_status()
-    env = dict(os.environ, FIELDLINK_HOME=str(stack.home), FIELDLINK_INFLUX_DATABASE=database,
-               FIELDLINK_MQTT_CLIENT_ID=f"ingest-{uid}")
+    env = dict(
+        os.environ,
+        FIELDLINK_HOME=str(stack.home),
+        FIELDLINK_INFLUX_DATABASE=database,
+        FIELDLINK_MQTT_CLIENT_ID=f"ingest-{uid}",
+    )
     log = workdir / "ingest.log"
 
     def start() -> tuple[subprocess.Popen[bytes], str]:
         port = free_port()
         with log.open("ab") as out:
-            process = subprocess.Popen([*FIELDLINK, "ingest", "--port", str(port)], env=env, stdout=out,
-                                       stderr=subprocess.STDOUT)
+            process = subprocess.Popen(
+                [*FIELDLINK, "ingest", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT
+            )
         url = f"http://127.0.0.1:{port}"
 
         def connected() -> bool:
@@ -159,8 +166,9 @@ def test_ingest_restart_loses_nothing(stack: StackInfo, ingest: IngestInfo, uid:
 
     service, url = start()
     try:
+
         def stored() -> list[list[object]]:
-            q = f"SELECT \"value\" FROM readings WHERE \"device\" = '{device}'"
+            q = f'SELECT "value" FROM readings WHERE "device" = \'{device}\''
             response = httpx.get(f"{stack.influx_url}/query", params={"db": database, "q": q, "epoch": "ms"})
             series = response.json()["results"][0].get("series", [])
             return series[0]["values"] if series and len(series[0]["values"]) >= 10 else []

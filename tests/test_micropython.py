@@ -15,14 +15,22 @@ DUAL = sorted(f"tests.dual.{p.stem}" for p in (ROOT / "tests" / "dual").glob("te
 def test_dual_suites_pass_under_micropython() -> None:
     result = subprocess.run(
         [micropython_binary(), str(ROOT / "tests" / "mp_runner.py"), *DUAL],
-        env=node_env(), capture_output=True, text=True, timeout=120, check=False,
+        env=node_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     match = re.search(r"micropython: (\d+) passed, (\d+) failed", result.stdout)
     assert match, result.stdout
     passed, failed = int(match[1]), int(match[2])
     expected = sum(
-        len(re.findall(r"^def test_", (ROOT / "tests" / "dual" / f"{m.rsplit('.', 1)[1]}.py").read_text(), re.M))
+        len(
+            re.findall(
+                r"^def test_", (ROOT / "tests" / "dual" / f"{m.rsplit('.', 1)[1]}.py").read_text(), re.M
+            )
+        )
         for m in DUAL
     )
     assert (passed, failed) == (expected, 0)

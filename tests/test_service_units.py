@@ -20,7 +20,9 @@ def tls_files(tmp_path: Path) -> dict[str, Path]:
     return files
 
 
-def test_production_refuses_unsafe_settings(tls_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_production_refuses_unsafe_settings(
+    tls_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("FIELDLINK_ENV", "production")
     with pytest.raises(ValidationError, match="production with the v2 API needs FIELDLINK_INFLUX_TOKEN"):
         Settings(**tls_files)  # type: ignore[arg-type]
@@ -64,7 +66,9 @@ def test_verifier_accepts_and_splits_failed_reads(verifier: tuple[Verifier, Regi
         ("fl/v1/node-1/data", b"\xff\xfe", "malformed"),
     ],
 )
-def test_verifier_rejections(verifier: tuple[Verifier, Registry], topic: str, payload: bytes, reason: str) -> None:
+def test_verifier_rejections(
+    verifier: tuple[Verifier, Registry], topic: str, payload: bytes, reason: str
+) -> None:
     check, _ = verifier
     with pytest.raises(RejectedMessage) as caught:
         check.check(topic, payload, now_ms=2000)
@@ -81,3 +85,12 @@ def test_registry_rejects_duplicates_and_bad_ids(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match="not a valid device id"):
         registry.add("A B", "00")
     assert [d.id for d in registry.list()] == ["a"]
+
+
+def test_line_protocol_is_exact() -> None:
+    from ingest._writer import to_lines
+
+    assert to_lines("node-1", [(1700000000123, "temperature", 21.5), (1700000000124, "rh", 40.0)]) == [
+        "readings,device=node-1,sensor=temperature value=21.5 1700000000123",
+        "readings,device=node-1,sensor=rh value=40.0 1700000000124",
+    ]

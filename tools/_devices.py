@@ -30,8 +30,12 @@ def device_config(
     state = home.load_state()
     return {
         "device_id": device_id,
-        "broker": {"host": "127.0.0.1", "port": state.mqtt_port, "server_hostname": "localhost",
-                   "keepalive_s": 30},
+        "broker": {
+            "host": "127.0.0.1",
+            "port": state.mqtt_port,
+            "server_hostname": "localhost",
+            "keepalive_s": 30,
+        },
         "tls": {"ca": "ca.der", "cert": "cert.der", "key": "key.der"},
         "sample_interval_ms": sample_interval_ms,
         "batch": {"max_readings": batch_max_readings, "max_age_ms": batch_max_age_ms},
@@ -45,8 +49,11 @@ def _write_der(pem_path: Path, der_path: Path, private: bool) -> None:
     pem = pem_path.read_bytes()
     if private:
         key = serialization.load_pem_private_key(pem, password=None)
-        der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.TraditionalOpenSSL,
-                                serialization.NoEncryption())
+        der = key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
         fd = os.open(der_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(der)
@@ -63,7 +70,9 @@ def add_device(
     batch_max_age_ms: int = 5000,
 ) -> tuple[Device, Path]:
     if device_id.startswith(RESERVED_PREFIX):
-        raise UsageError(f"device ids starting with {RESERVED_PREFIX!r} are reserved for fieldlink's services")
+        raise UsageError(
+            f"device ids starting with {RESERVED_PREFIX!r} are reserved for fieldlink's services"
+        )
     ca = CertificateAuthority(home.pki)
     registry = Registry(home.registry_path)
     try:
@@ -80,8 +89,13 @@ def add_device(
             _write_der(bundle / "key.pem", bundle / "key.der", private=True)
             shutil.copyfile(ca.cert_path, bundle / "ca.pem")
             _write_der(ca.cert_path, bundle / "ca.der", private=False)
-            config = device_config(home, device_id, sample_interval_ms=sample_interval_ms,
-                                   batch_max_readings=batch_max_readings, batch_max_age_ms=batch_max_age_ms)
+            config = device_config(
+                home,
+                device_id,
+                sample_interval_ms=sample_interval_ms,
+                batch_max_readings=batch_max_readings,
+                batch_max_age_ms=batch_max_age_ms,
+            )
             (bundle / "config.json").write_text(json.dumps(config, indent=2) + "\n")
             device = registry.add(device_id, fingerprint)
         except BaseException:

@@ -122,8 +122,12 @@ class Stack:
         if not ca.exists():
             ca.create()
         if not (self.home.pki / "broker.pem").exists():
-            ca.issue("localhost", self.home.pki / "broker.pem", self.home.pki / "broker.key",
-                     server_names=BROKER_NAMES)
+            ca.issue(
+                "localhost",
+                self.home.pki / "broker.pem",
+                self.home.pki / "broker.key",
+                server_names=BROKER_NAMES,
+            )
         cert, key = self.home.ingest_cert()
         if not cert.exists():
             ca.issue(INGEST_IDENTITY, cert, key)
@@ -182,7 +186,8 @@ class Stack:
                 started.append("mosquitto")
             if "influxdb" not in running:
                 state.pids["influxdb"] = self._spawn(
-                    "influxdb", [_binary("influxd") or "influxd", "run", "-config", str(influx_dir / "influxdb.conf")]
+                    "influxdb",
+                    [_binary("influxd") or "influxd", "run", "-config", str(influx_dir / "influxdb.conf")],
                 )
                 started.append("influxdb")
             self.home.save_state(state)

@@ -84,7 +84,9 @@ def device() -> None:
 @click.option("--sample-interval-ms", default=1000, show_default=True, type=click.IntRange(10))
 @click.option("--batch-max-readings", default=60, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--batch-max-age-ms", default=5000, show_default=True, type=click.IntRange(10))
-def device_add(device_id: str, sample_interval_ms: int, batch_max_readings: int, batch_max_age_ms: int) -> None:
+def device_add(
+    device_id: str, sample_interval_ms: int, batch_max_readings: int, batch_max_age_ms: int
+) -> None:
     """Issue a certificate for DEVICE_ID, write its bundle and register it."""
     new, bundle = add_device(
         _home(),
@@ -93,7 +95,9 @@ def device_add(device_id: str, sample_interval_ms: int, batch_max_readings: int,
         batch_max_readings=batch_max_readings,
         batch_max_age_ms=batch_max_age_ms,
     )
-    click.echo(f"device {new.id} registered; bundle in {bundle} (certificate sha256 {new.cert_sha256[:16]}...)")
+    click.echo(
+        f"device {new.id} registered; bundle in {bundle} (certificate sha256 {new.cert_sha256[:16]}...)"
+    )
 
 
 @device.command("list", context_settings=_CONTEXT)
@@ -131,8 +135,9 @@ def _stack_fallbacks(home: Home) -> dict[str, Any]:
 @cli.command(context_settings=_CONTEXT)
 @click.option("--host", help="HTTP address (default from FIELDLINK_HTTP_HOST, else 127.0.0.1).")
 @click.option("--port", type=click.IntRange(1, 65535), help="HTTP port (default 8000).")
-@click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
+)
 def ingest(host: str | None, port: int | None, log_level: str) -> None:
     """Run the ingest service: MQTT consumer, InfluxDB writer and HTTP API.
 
@@ -174,11 +179,20 @@ def _stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
 
 
 @cli.command(context_settings=_CONTEXT)
-@click.option("--devices", "count", default=3, show_default=True, type=click.IntRange(1, 200),
-              help="How many nodes to run.")
+@click.option(
+    "--devices",
+    "count",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 200),
+    help="How many nodes to run.",
+)
 @click.option("--duration", type=click.FloatRange(min=0.1), help="Seconds to sample; default: until Ctrl-C.")
-@click.option("--replay", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A CSV of raw readings (header of sensor names, a row per tick) to replay.")
+@click.option(
+    "--replay",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A CSV of raw readings (header of sensor names, a row per tick) to replay.",
+)
 @click.option("--prefix", default="node", show_default=True, help="Device ids are PREFIX-1 .. PREFIX-N.")
 def simulate(count: int, duration: float | None, replay: Path | None, prefix: str) -> None:
     """Run N copies of the real firmware under the MicroPython unix port, each with its own bundle.
@@ -194,7 +208,9 @@ def simulate(count: int, duration: float | None, replay: Path | None, prefix: st
     click.echo(f"started {count} node(s); logs in {home.logs}")
     failed = _wait_nodes(nodes, ids, duration)
     if failed:
-        raise ServiceFailed(f"node(s) {', '.join(failed)} exited with an error; see their logs in {home.logs}")
+        raise ServiceFailed(
+            f"node(s) {', '.join(failed)} exited with an error; see their logs in {home.logs}"
+        )
 
 
 def _wait_nodes(nodes: list[subprocess.Popen[bytes]], ids: list[str], duration: float | None) -> list[str]:
@@ -265,7 +281,7 @@ Press Ctrl-C to stop everything this command started."""
         while all(p.poll() is None for p in processes):
             time.sleep(0.5)
         dead = [p for p in processes if p.poll() is not None]
-        raise ServiceFailed(f"a process exited unexpectedly ({dead[0].args}); see the logs in {home.logs}")
+        raise ServiceFailed(f"a process exited unexpectedly ({dead[0].args!r}); see the logs in {home.logs}")
     except KeyboardInterrupt:
         click.echo("\nstopping")
     finally:

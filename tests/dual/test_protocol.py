@@ -6,12 +6,16 @@ from tests.dual.helpers import raises
 
 
 def test_round_trip_restores_timestamps_sensors_and_values():
-    payload = protocol.encode_batch(7, 1700000000000, ["temperature", "humidity"],
-                                    [(0, 0, 21.5), (0, 1, 40.25), (1000, 0, 21.75)])
+    payload = protocol.encode_batch(
+        7, 1700000000000, ["temperature", "humidity"], [(0, 0, 21.5), (0, 1, 40.25), (1000, 0, 21.75)]
+    )
     seq, readings = protocol.decode_batch(payload)
     assert seq == 7
-    assert readings == [(1700000000000, "temperature", 21.5), (1700000000000, "humidity", 40.25),
-                        (1700000001000, "temperature", 21.75)]
+    assert readings == [
+        (1700000000000, "temperature", 21.5),
+        (1700000000000, "humidity", 40.25),
+        (1700000001000, "temperature", 21.75),
+    ]
 
 
 def test_nan_travels_as_null_and_decodes_as_none():
@@ -33,8 +37,9 @@ def test_integer_values_decode_as_floats():
 
 
 def test_wrong_version_is_refused_by_name():
-    exc = raises(protocol.UnsupportedVersion, protocol.decode_batch,
-                 b'{"v":2,"seq":0,"t0":0,"s":["t"],"r":[]}')
+    exc = raises(
+        protocol.UnsupportedVersion, protocol.decode_batch, b'{"v":2,"seq":0,"t0":0,"s":["t"],"r":[]}'
+    )
     assert exc.reason == "bad_version"
     assert "2" in str(exc)
 
@@ -71,8 +76,11 @@ def test_malformed_payloads_are_refused():
 
 def test_too_many_readings_are_refused():
     rows = ",".join(["[0,0,1]"] * (protocol.MAX_READINGS + 1))
-    raises(protocol.MalformedPayload, protocol.decode_batch,
-           ('{"v":1,"seq":0,"t0":0,"s":["t"],"r":[' + rows + "]}").encode())
+    raises(
+        protocol.MalformedPayload,
+        protocol.decode_batch,
+        ('{"v":1,"seq":0,"t0":0,"s":["t"],"r":[' + rows + "]}").encode(),
+    )
 
 
 def test_topics():
@@ -93,4 +101,7 @@ def test_valid_ids():
 def test_status_message():
     assert json.loads(protocol.encode_status(False)) == {"v": 1, "online": False}
     assert json.loads(protocol.encode_status(True, {"dropped": 2})) == {
-        "v": 1, "online": True, "counters": {"dropped": 2}}
+        "v": 1,
+        "online": True,
+        "counters": {"dropped": 2},
+    }

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the local stack needs (mosquitto, influxdb) when they are missing.
+# Installs the Debian packages the local stack needs (mosquitto, influxdb) when they are missing;
+# with --tests also victoria-metrics, the real server the tests write to through the InfluxDB v2 API.
 set -euo pipefail
 
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v influxd >/dev/null 2>&1 || need+=(influxdb)
+if [ "${1:-}" = "--tests" ]; then
+  command -v victoria-metrics >/dev/null 2>&1 || need+=(victoria-metrics)
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then
