@@ -50,8 +50,8 @@ def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
         )
     assert result.returncode == 3
     assert result.stderr.strip() == (
-        f"error: port {busy} on 127.0.0.1 is busy, so mosquitto cannot listen there; "
-        "stop what uses it or choose another port (see `fieldlink stack up --help`)"
+        f"error: port {busy} on 127.0.0.1 is busy, so mosquitto cannot listen there; stop what uses it, "
+        "or choose another port once with `fieldlink stack up --mqtt-port N` (later runs keep it)"
     )
     assert "Traceback" not in result.stderr
 

@@ -16,6 +16,7 @@ from tools._pki import CertificateAuthority
 from tools._process import pid_alive, port_free, stop_pid, tail, wait_port
 
 _START_TIMEOUT_S = 30.0
+_PORT_OPTIONS = {"mosquitto": "mqtt-port", "influxdb": "influx-port", "influxdb rpc": "influx-rpc-port"}
 
 # Devices publish only under their own topics and read only their own config and commands;
 # the ingest service reads every device's data and status.
@@ -163,8 +164,9 @@ class Stack:
         for name, port in wanted:
             if name.split()[0] not in running and not port_free(port):
                 raise EnvironmentProblem(
-                    f"port {port} on 127.0.0.1 is busy, so {name} cannot listen there; "
-                    "stop what uses it or choose another port (see `fieldlink stack up --help`)"
+                    f"port {port} on 127.0.0.1 is busy, so {name} cannot listen there; stop what uses it, "
+                    f"or choose another port once with `fieldlink stack up --{_PORT_OPTIONS[name]} N` "
+                    "(later runs keep it)"
                 )
         self.home.ensure()
         self.prepare_pki()

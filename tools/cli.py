@@ -243,6 +243,8 @@ def run(count: int, http_port: int) -> None:
     home = _home()
     stack_ = Stack(home)
     started_stack = not stack_.is_up()
+    # `kill` and service managers send SIGTERM: clean up as for Ctrl-C.
+    signal.signal(signal.SIGTERM, _interrupt)
     click.echo(stack_.up())
     processes: list[subprocess.Popen[bytes]] = []
     try:
@@ -288,6 +290,10 @@ Press Ctrl-C to stop everything this command started."""
         _stop_all(processes)
         if started_stack:
             click.echo(stack_.down())
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main() -> None:
