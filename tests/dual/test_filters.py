@@ -1,0 +1,284 @@
+# Filter vectors with ESPHome's semantics, on both interpreters. Each vector feeds (time_ms, value)
+# samples through a chain built from config and lists what comes out, as ESPHome's filter would.
+from shared.filters import FilterConfigError, build_chain, parse_duration_ms
+from tests.dual.helpers import raises
+
+NAN = float("nan")
+
+
+def run(specs, samples, poll_every=None):
+    """Feed (t, value) samples; with poll_every also poll the clock between samples. Returns outputs
+    as (t, value) with NaN shown as the string 'nan' so that vectors compare by equality."""
+    chain = build_chain(specs)
+    out = []
+    last_t = None
+    for t, value in samples:
+        if poll_every is not None and last_t is not None:
+            tick = last_t + poll_every
+            while tick < t:
+                emitted = chain.poll(tick)
+                if emitted is not None:
+                    out.append((tick, emitted))
+                tick += poll_every
+        emitted = chain.process(value, t)
+        if emitted is not None:
+            out.append((t, emitted))
+        if poll_every is not None:
+            emitted = chain.poll(t)
+            if emitted is not None:
+                out.append((t, emitted))
+        last_t = t
+    return [(t, "nan" if v != v else v) for t, v in out]
+
+
+def values(specs, inputs):
+    return [v for _, v in run(specs, [(i * 1000, x) for i, x in enumerate(inputs)])]
+
+
+def test_offset_and_multiply():
+    assert values([{"offset": 2.5}], [1.0, -2.5, NAN]) == [3.5, 0.0, "nan"]
+    assert values([{"multiply": 1.8}, {"offset": 32}], [0.0, 100.0, -40.0]) == [32.0, 212.0, -40.0]
+
+
+def test_calibrate_linear_least_squares():
+    # Points on y = 2x + 1 exactly, and a scattered set whose fit is y = 0.5x + 0.5 (by hand:
+    # slope = (3*4 - 3*3) / (3*5 - 3*3), bias = (3 - 0.5*3) / 3).
+    assert values([{"calibrate_linear": [[0.0, 1.0], [1.0, 3.0], [2.0, 5.0]]}], [3.0, -1.0]) == [7.0, -1.0]
+    assert values([{"calibrate_linear": ["0 -> 0", "1 -> 2", "2 -> 1"]}], [4.0]) == [2.5]
+
+
+def test_calibrate_linear_exact_is_piecewise():
+    spec = [{"calibrate_linear": {"method": "exact", "datapoints": [[10, 100], [0, 0], [20, 120]]}}]
+    # Below the first point the first segment extends, above the last the last one does.
+    assert values(spec, [-5.0, 0.0, 5.0, 10.0, 15.0, 20.0, 30.0]) == [
+        -50.0,
+        0.0,
+        50.0,
+        100.0,
+        110.0,
+        120.0,
+        140.0,
+    ]
+
+
+def test_calibrate_polynomial():
+    # Points on y = x^2 - 2x + 3 are fitted exactly by degree 2.
+    spec = [
+        {"calibrate_polynomial": {"degree": 2, "datapoints": [[0, 3], [1, 2], [2, 3], [3, 6]]}},
+        {"round": 6},
+    ]
+    assert values(spec, [4.0, -1.0, 0.5]) == [11.0, 6.0, 2.25]
+
+
+def test_clamp():
+    assert values([{"clamp": {"min_value": 0, "max_value": 100}}], [-5.0, 50.0, 150.0, NAN]) == [
+        0.0,
+        50.0,
+        100.0,
+        "nan",
+    ]
+    spec = [{"clamp": {"min_value": 0, "max_value": 100, "ignore_out_of_range": True}}]
+    assert values(spec, [-5.0, 50.0, 150.0, 100.0]) == [50.0, 100.0]
+    assert values([{"clamp": {"max_value": 1}}], [-1e9, 2.0]) == [-1e9, 1.0]
+
+
+def test_round_is_half_away_from_zero():
+    assert values([{"round": 1}], [2.25, -2.25, 2.35, 1.04, NAN]) == [2.3, -2.3, 2.4, 1.0, "nan"]
+    assert values([{"round": 0}], [0.5, 1.5, 2.5, -0.5]) == [1.0, 2.0, 3.0, -1.0]
+
+
+def test_round_to_multiple_of_ties_to_even_like_remainderf():
+    assert values([{"round_to_multiple_of": 10}], [14.0, 15.0, 25.0, 26.0, -15.0]) == [
+        10.0,
+        20.0,
+        20.0,
+        30.0,
+        -20.0,
+    ]
+    assert values([{"round_to_multiple_of": 0.5}, {"round": 3}], [1.2, 1.3, 1.74]) == [1.0, 1.5, 1.5]
+
+
+def test_filter_out():
+    assert values([{"filter_out": 85.0}], [20.0, 85.0, 21.0]) == [20.0, 21.0]
+    assert values([{"filter_out": [85.0, "nan"]}], [85.0, NAN, 1.0]) == [1.0]
+    assert values([{"filter_out": 85.0}], [NAN]) == ["nan"]
+
+
+def test_skip_initial():
+    assert values([{"skip_initial": 2}], [1.0, 2.0, 3.0, 4.0]) == [3.0, 4.0]
+
+
+def test_median_sends_first_at_and_every():
+    spec = [{"median": {"window_size": 3, "send_every": 2, "send_first_at": 1}}]
+    # Outputs after samples 1, 3, 5: median of [5], of [5, 1, 9], of [9, 2, 7].
+    assert values(spec, [5.0, 1.0, 9.0, 2.0, 7.0]) == [5.0, 5.0, 7.0]
+
+
+def test_median_of_even_count_averages_and_skips_nan():
+    spec = [{"median": {"window_size": 4, "send_every": 4, "send_first_at": 4}}]
+    assert values(spec, [1.0, 4.0, 2.0, 10.0]) == [3.0]
+    assert values(spec, [1.0, NAN, 2.0, 10.0]) == [2.0]
+    assert values(spec, [NAN, NAN, NAN, NAN]) == ["nan"]
+
+
+def test_quantile():
+    spec = [{"quantile": {"window_size": 5, "send_every": 5, "send_first_at": 5, "quantile": 0.9}}]
+    assert values(spec, [3.0, 1.0, 5.0, 4.0, 2.0]) == [5.0]  # ceil(5 * 0.9) - 1 = index 4
+    spec[0]["quantile"]["quantile"] = 0.5
+    assert values(spec, [3.0, 1.0, 5.0, 4.0, 2.0]) == [3.0]  # ceil(2.5) - 1 = index 2
+    spec[0]["quantile"]["quantile"] = 0.0
+    assert values(spec, [3.0, 1.0, NAN, 4.0, 2.0]) == [1.0]
+
+
+def test_min_max_and_sliding_average():
+    window = {"window_size": 3, "send_every": 3, "send_first_at": 3}
+    data = [4.0, NAN, 2.0, 8.0, 6.0, 1.0]
+    assert values([{"min": window}], data) == [2.0, 1.0]
+    assert values([{"max": window}], data) == [4.0, 8.0]
+    assert values([{"sliding_window_moving_average": window}], data) == [3.0, 5.0]
+
+
+def test_sliding_average_defaults_send_first_value():
+    # Defaults: window 15, send every 15, first at 1.
+    out = values([{"sliding_window_moving_average": None}], [float(i) for i in range(1, 17)])
+    assert out == [1.0, 9.0]  # after sample 1, then after sample 16: mean of the window 2..16
+
+
+def test_exponential_moving_average():
+    spec = [{"exponential_moving_average": {"alpha": 0.5, "send_every": 1}}]
+    assert values(spec, [10.0, 20.0, 20.0, NAN, 0.0]) == [10.0, 15.0, 17.5, "nan", 8.75]
+    spec = [{"exponential_moving_average": {"alpha": 0.5, "send_every": 2, "send_first_at": 2}}]
+    assert values(spec, [10.0, 20.0, 20.0, 0.0]) == [15.0, 8.75]
+
+
+def test_throttle():
+    samples = [(0, 1.0), (400, 2.0), (999, 3.0), (1000, 4.0), (1500, 5.0), (2100, 6.0)]
+    assert run([{"throttle": "1s"}], samples) == [(0, 1.0), (1000, 4.0), (2100, 6.0)]
+
+
+def test_throttle_average_emits_on_the_clock():
+    samples = [(0, 1.0), (300, 2.0), (600, 3.0), (900, NAN), (1200, 10.0), (2600, NAN)]
+    # Period 1 s from the first sample: at 1000 the mean of 1, 2, 3; at 2000 the mean of 10;
+    # at 3000 only a NaN came in, so NaN.
+    out = run([{"throttle_average": "1s"}], samples + [(3100, 7.0)], poll_every=100)
+    assert out == [(1000, 2.0), (2000, 10.0), (3000, "nan")]
+
+
+def test_heartbeat_repeats_the_last_value():
+    samples = [(0, 1.0), (1500, 2.0), (1600, 3.0), (4100, 4.0)]
+    assert run([{"heartbeat": "1s"}], samples, poll_every=100) == [
+        (1000, 1.0),
+        (2000, 3.0),
+        (3000, 3.0),
+        (4000, 3.0),
+    ]
+    optimistic = run([{"heartbeat": {"period": "1s", "optimistic": True}}], samples[:2], poll_every=100)
+    assert optimistic == [(0, 1.0), (1000, 1.0), (1500, 2.0)]
+
+
+def test_debounce_waits_for_quiet():
+    samples = [(0, 1.0), (200, 2.0), (400, 3.0), (2000, 4.0), (2100, 5.0), (5000, 6.0)]
+    assert run([{"debounce": "500ms"}], samples, poll_every=100) == [(900, 3.0), (2600, 5.0)]
+
+
+def test_timeout_sends_value_once_when_quiet():
+    samples = [(0, 1.0), (500, 2.0), (3000, 3.0), (3200, 4.0)]
+    assert run([{"timeout": {"time": "1s", "value": 0}}], samples, poll_every=100) == [
+        (0, 1.0),
+        (500, 2.0),
+        (1500, 0.0),
+        (3000, 3.0),
+        (3200, 4.0),
+    ]
+    assert run([{"timeout": "1s"}], samples[:2] + [(2000, 5.0)], poll_every=100) == [
+        (0, 1.0),
+        (500, 2.0),
+        (1500, "nan"),
+        (2000, 5.0),
+    ]
+
+
+def test_delta_absolute_and_percent():
+    assert values([{"delta": 1.0}], [10.0, 10.5, 11.0, 10.2, 9.9, NAN, NAN, 9.0]) == [
+        10.0,
+        11.0,
+        9.9,
+        "nan",
+        9.0,
+    ]
+    # Percent: the threshold is 10 % of the last value passed.
+    assert values([{"delta": "10%"}], [100.0, 109.0, 110.0, 100.0, 98.0]) == [100.0, 110.0, 98.0]
+
+
+def test_or_passes_what_any_child_passes_once():
+    spec = [{"or": [{"throttle": "10s"}, {"delta": 5.0}]}]
+    samples = [(0, 20.0), (1000, 21.0), (2000, 30.0), (3000, 31.0), (11000, 31.5)]
+    assert run(spec, samples) == [(0, 20.0), (2000, 30.0), (11000, 31.5)]
+
+
+def test_chain_order_and_stop():
+    spec = [
+        {"filter_out": 0.0},
+        {"multiply": 2},
+        {"clamp": {"max_value": 10, "ignore_out_of_range": True}},
+        {"round": 1},
+    ]
+    assert values(spec, [0.0, 1.26, 6.0, 4.0]) == [2.5, 8.0]
+
+
+def test_timed_filter_output_goes_through_the_rest_of_the_chain():
+    spec = [{"heartbeat": "1s"}, {"offset": 100}]
+    assert run(spec, [(0, 1.0), (2100, 2.0)], poll_every=100) == [(1000, 101.0), (2000, 101.0)]
+
+
+def test_windows_survive_ticks_wrapping():
+    # Millisecond ticks wrap on a board; throttle compares by difference, which stays correct.
+    chain = build_chain([{"throttle": 1000}])
+    assert chain.process(1.0, 5) == 1.0
+    assert chain.process(2.0, 500) is None
+    assert chain.process(3.0, 1005) == 3.0
+
+
+def test_durations():
+    assert parse_duration_ms("500ms", "x") == 500
+    assert parse_duration_ms("2s", "x") == 2000
+    assert parse_duration_ms("1.5min", "x") == 90000
+    assert parse_duration_ms("1h", "x") == 3600000
+    assert parse_duration_ms(250, "x") == 250
+    for bad in ("soon", "0s", -5, True, None, "5 parsecs"):
+        raises(FilterConfigError, parse_duration_ms, bad, "x")
+
+
+def test_config_errors_name_the_culprit():
+    cases = [
+        ([{"smooth": 3}], "filters[0] (smooth): unknown filter 'smooth'"),
+        ([{"offset": "2"}], "filters[0] (offset): offset must be a number, got '2'"),
+        (
+            [{"round": 1}, {"median": {"window_size": 0}}],
+            "filters[1] (median): window_size must be an integer from 1 to 256, got 0",
+        ),
+        (
+            [{"median": {"window_size": 5, "send_every": 2, "send_first_at": 3}}],
+            "filters[0] (median): send_first_at (3) cannot exceed send_every (2)",
+        ),
+        ([{"median": {"window": 5}}], "filters[0] (median): unknown parameter 'window'"),
+        (
+            [{"calibrate_linear": [[1, 2], [1, 3]]}],
+            "filters[0] (calibrate_linear): needs at least two datapoints with different x",
+        ),
+        (
+            [{"calibrate_polynomial": {"degree": 3, "datapoints": [[0, 1], [1, 2]]}}],
+            "filters[0] (calibrate_polynomial): degree 3 needs at least 4 datapoints, got 2",
+        ),
+        (
+            [{"clamp": {"min_value": 5, "max_value": 1}}],
+            "filters[0] (clamp): min_value 5.0 is above max_value 1.0",
+        ),
+        ([{"throttle": "fast"}], "filters[0] (throttle): 'fast' is not a duration (use ms, s, min or h)"),
+        ([{"or": [{"delta": -1}]}], "filters[0] (or) > or[0] (delta): delta must not be negative, got -1"),
+        ([{"offset": 1, "multiply": 2}], "filters[0]: a filter is an object with one key, its name"),
+        ({"offset": 1}, "filters: must be a list of filters"),
+    ]
+    for specs, message in cases:
+        exc = raises(FilterConfigError, build_chain, specs)
+        assert str(exc).startswith(message), str(exc)
