@@ -1,8 +1,10 @@
-# The node application: sample sensors, batch, keep batches in the outbox until the broker has them.
-# Everything that touches hardware comes from the board, so this runs unchanged on the unix port.
+# The node application: sample sensors, filter, batch, keep batches in the outbox until the broker
+# has them. Everything that touches hardware or time comes from the board, so this runs unchanged on
+# the unix port. Config checking lives in firmware/config.py and firmware/sensors.py, which are needed
+# only at start-up.
 import asyncio
+import gc
 import json
-import math
 import ssl
 import time
 
@@ -12,55 +14,26 @@ from firmware.mqtt import MQTTClient, MQTTError
 from firmware.outbox import Outbox
 from shared import protocol
 
-_DEFAULTS = {
-    "sample_interval_ms": 1000,
-    "batch": {"max_readings": 60, "max_age_ms": 10000},
-    "outbox": {"capacity": 64},
-    "drain_timeout_ms": 15000,
-}
-
-
-def load_config(text):
-    """Parse and check the device config; raise ConfigError with what is wrong."""
-    try:
-        config = json.loads(text)
-    except ValueError as exc:
-        raise ConfigError("config is not JSON: " + str(exc))
-    if not isinstance(config, dict):
-        raise ConfigError("config must be a JSON object")
-    for key, value in _DEFAULTS.items():
-        config.setdefault(key, value)
-    if not protocol.valid_id(config.get("device_id")):
-        raise ConfigError("device_id " + repr(config.get("device_id")) + " is not a valid id")
-    broker = config.get("broker")
-    if not isinstance(broker, dict) or not broker.get("host") or not isinstance(broker.get("port"), int):
-        raise ConfigError("broker must give host and port")
-    tls = config.get("tls")
-    if not isinstance(tls, dict) or not all(tls.get(k) for k in ("ca", "cert", "key")):
-        raise ConfigError("tls must name the ca, cert and key files")
-    interval = config["sample_interval_ms"]
-    if not isinstance(interval, int) or interval < 10:
-        raise ConfigError("sample_interval_ms must be an integer >= 10")
-    return config
+_HOUSEKEEPING_MS = 100
 
 
 class Node:
-    def __init__(self, board, config, base_dir=""):
+    def __init__(self, board, config, base_dir="", config_error=None):
         self.board = board
         self.config = config
         self.base_dir = base_dir
+        self.config_error = config_error  # why the node runs on its last good config, if it does
         self.device_id = config["device_id"]
-        sensors = board.sensors(config)
-        if not sensors:
-            raise ConfigError("no sensors configured")
-        self.sensor_names = [name for name, _ in sensors]
-        for name in self.sensor_names:
-            if not protocol.valid_id(name):
-                raise ConfigError("sensor name " + repr(name) + " is not a valid id")
-        self.sensors = [sensor for _, sensor in sensors]
+        from firmware.sensors import build_sensors  # start-up only: main unloads it afterwards
+
+        specs = board.sensor_specs(config)
+        self.sensor_names, self.groups = build_sensors(dict(config, sensors=specs), board)
         batch = config["batch"]
-        self.batcher = Batcher(self.sensor_names, batch["max_readings"], batch["max_age_ms"])
-        self.outbox = Outbox(config["outbox"]["capacity"])
+        try:
+            self.batcher = Batcher(self.sensor_names, batch["max_readings"], batch["max_age_ms"])
+            self.outbox = Outbox(config["outbox"]["capacity"], config["outbox"]["max_bytes"])
+        except ValueError as exc:
+            raise ConfigError(str(exc))
         self.read_errors = 0
         self.reconnects = 0
         self.sampling = True
@@ -91,49 +64,83 @@ class Node:
         return context
 
     def counters(self):
+        driver_errors = 0
+        for group in self.groups:
+            driver_errors += group.driver.errors
         return {"dropped": self.outbox.dropped, "read_errors": self.read_errors,
-                "reconnects": self.reconnects, "queued": len(self.outbox)}
+                "driver_errors": driver_errors, "reconnects": self.reconnects,
+                "queued": len(self.outbox), "queued_bytes": self.outbox.bytes}
 
+    def status(self, online):
+        return protocol.encode_status(online, self.counters(), self.config_error)
+
+    # --- sampling ------------------------------------------------------------------------------------
     def _enqueue(self, payload):
         if payload is not None:
             self.board.trace(payload)
             self.outbox.push(payload)
             self._ready.set()
 
-    async def sample_loop(self):
+    def _add(self, sensor_index, value):
         board = self.board
-        interval = self.config["sample_interval_ms"]
+        if self.batcher.add(sensor_index, value, board.now_ms(), board.ticks_ms(), time.ticks_diff):
+            self._enqueue(self.batcher.flush())
+
+    async def _sample_group(self, group):
+        board = self.board
+        driver = group.driver
+        channels = group.channels
         next_tick = board.ticks_ms()
-        batcher = self.batcher
-        while board.before_sample():
-            now_ms = board.now_ms()
-            now_ticks = board.ticks_ms()
-            full = False
-            for index in range(len(self.sensors)):
-                try:
-                    value = self.sensors[index].read(now_ms)
-                except Exception as exc:  # a broken sensor costs a reading, never the loop
-                    print("sensor", self.sensor_names[index], "failed:", repr(exc))
-                    value = math.nan
-                if value != value:
+        while board.running() and not getattr(driver, "exhausted", False):
+            board.before_measure(board.now_ms())
+            started = driver.start(board.ticks_ms())
+            if getattr(driver, "exhausted", False):
+                break
+            if started and driver.conversion_ms:
+                await board.sleep_ms(driver.conversion_ms)
+            if started:
+                driver.measure(board.ticks_ms())
+            now = board.ticks_ms()
+            values = driver.values
+            for sensor_index, channel_index, chain in channels:
+                raw = values[channel_index]
+                if raw != raw:
                     self.read_errors += 1
-                full = batcher.add(index, value, now_ms, now_ticks, time.ticks_diff) or full
-                if full:
-                    self._enqueue(batcher.flush())
-                    full = False
-            if batcher.due(now_ticks, time.ticks_diff):
-                self._enqueue(batcher.flush())
-            board.feed_watchdog()
-            next_tick = time.ticks_add(next_tick, interval)
+                value = chain.process(raw, now)
+                if value is not None:
+                    self._add(sensor_index, value)
+            next_tick = time.ticks_add(next_tick, group.interval_ms)
             wait = time.ticks_diff(next_tick, board.ticks_ms())
-            if wait < 0:  # fell behind (a slow sensor, a long GC): don't try to catch up in a burst
+            if wait < 0:  # fell behind (a slow bus, a long GC): don't try to catch up in a burst
                 next_tick = board.ticks_ms()
                 wait = 0
-            await asyncio.sleep_ms(wait)
-        self._enqueue(batcher.flush())
+            await board.sleep_ms(wait)
+
+    async def _housekeeping(self):
+        """Timed filters' outputs, the batch age limit, the watchdog: every 100 ms of device time."""
+        board = self.board
+        timed = [g for g in self.groups if g.timed]
+        while self.sampling:
+            now = board.ticks_ms()
+            for group in timed:
+                for sensor_index, _, chain in group.channels:
+                    value = chain.poll(now)
+                    if value is not None:
+                        self._add(sensor_index, value)
+            if self.batcher.due(now, time.ticks_diff):
+                self._enqueue(self.batcher.flush())
+            board.feed_watchdog()
+            await board.sleep_ms(_HOUSEKEEPING_MS)
+
+    async def sample(self):
+        housekeeping = asyncio.create_task(self._housekeeping())
+        await asyncio.gather(*[self._sample_group(g) for g in self.groups])
+        self._enqueue(self.batcher.flush())
         self.sampling = False
         self._ready.set()
+        await housekeeping
 
+    # --- publishing ----------------------------------------------------------------------------------
     async def _connect(self):
         backoff = 500
         while True:
@@ -141,8 +148,7 @@ class Node:
                 if not await self.board.connect_network(self.config):
                     raise MQTTError("no network")
                 await self.client.connect(clean_session=True)
-                await self.client.publish(protocol.status_topic(self.device_id),
-                                          protocol.encode_status(True, self.counters()), retain=True)
+                await self.client.publish(protocol.status_topic(self.device_id), self.status(True), retain=True)
                 print("connected to", self.client.host, self.client.port)
                 return
             except Exception as exc:  # MQTTError, a Wi-Fi or config problem: retry, never stop
@@ -175,28 +181,34 @@ class Node:
                 await self.client.close()
                 await asyncio.sleep_ms(200)
 
-    async def run(self):
-        sampler = asyncio.create_task(self.sample_loop())
+    async def stats_loop(self, every_s):
+        """Print the heap after a collection: the steady-state RAM of the node (benchmarks read it)."""
+        while self.sampling:
+            await self.board.sleep_ms(int(every_s * 1000))
+            gc.collect()
+            print("heap:", json.dumps({"alloc": gc.mem_alloc(), "free": gc.mem_free(),
+                                       "device_s": (self.board.now_ms() - self._started_ms) // 1000,
+                                       "queued": len(self.outbox), "dropped": self.outbox.dropped}))
+
+    async def run(self, stats_every_s=None):
+        self._started_ms = self.board.now_ms()
+        sampler = asyncio.create_task(self.sample())
+        stats = asyncio.create_task(self.stats_loop(stats_every_s)) if stats_every_s else None
+        publisher = asyncio.create_task(self.publish_loop())
         try:
-            await self._publish_until_drained()
+            await sampler
+            # Sampling is over (unix port: duration or replay ended): a bounded time to drain.
+            deadline = time.ticks_add(time.ticks_ms(), self.config["drain_timeout_ms"])
+            while len(self.outbox) and time.ticks_diff(deadline, time.ticks_ms()) > 0:
+                await asyncio.sleep_ms(50)
         finally:
-            sampler.cancel()
+            publisher.cancel()
+            if stats:
+                stats.cancel()
         if self.client.connected:
             try:
-                await self.client.publish(protocol.status_topic(self.device_id),
-                                          protocol.encode_status(False, self.counters()), retain=True)
+                await self.client.publish(protocol.status_topic(self.device_id), self.status(False), retain=True)
             except MQTTError:
                 pass
             await self.client.disconnect()
         print("stopped:", json.dumps(self.counters()))
-
-    async def _publish_until_drained(self):
-        publisher = asyncio.create_task(self.publish_loop())
-        while self.sampling:
-            await asyncio.sleep_ms(100)
-        # Sampling is over: give the outbox a bounded time to drain.
-        deadline = time.ticks_add(time.ticks_ms(), self.config["drain_timeout_ms"])
-        while len(self.outbox) and time.ticks_diff(deadline, time.ticks_ms()) > 0:
-            await asyncio.sleep_ms(50)
-        publisher.cancel()
-        await asyncio.sleep_ms(0)

@@ -1,15 +1,19 @@
-# The outbox: a fixed ring of encoded batches waiting for the broker's PUBACK.
-# When it is full the oldest batch is dropped and counted, so an outage of any length costs a bounded,
-# visible amount of RAM and never stops sampling.
+# The outbox: a fixed ring of encoded batches waiting for the broker's PUBACK, bounded both in count
+# and in bytes. When a new batch does not fit, the oldest batches are dropped and counted, so an
+# outage of any length costs a bounded, visible amount of RAM and never stops sampling.
 
 
 class Outbox:
-    def __init__(self, capacity):
+    def __init__(self, capacity, max_bytes=24576):
         if capacity < 1:
             raise ValueError("outbox capacity must be at least 1")
+        if max_bytes < 1:
+            raise ValueError("outbox max_bytes must be at least 1")
         self._slots = [None] * capacity
         self._head = 0  # index of the oldest item
         self._count = 0
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self.dropped = 0
         self.sent = 0
 
@@ -20,15 +24,23 @@ class Outbox:
     def capacity(self):
         return len(self._slots)
 
+    def _drop_oldest(self):
+        item = self._slots[self._head]
+        self._slots[self._head] = None
+        self._head = (self._head + 1) % len(self._slots)
+        self._count -= 1
+        self.bytes -= len(item)
+        self.dropped += 1
+
     def push(self, item):
-        capacity = len(self._slots)
-        if self._count == capacity:
-            self._slots[self._head] = None
-            self._head = (self._head + 1) % capacity
-            self._count -= 1
+        if len(item) > self.max_bytes:  # can never fit: count it rather than empty the ring for it
             self.dropped += 1
-        self._slots[(self._head + self._count) % capacity] = item
+            return
+        while self._count == len(self._slots) or self.bytes + len(item) > self.max_bytes:
+            self._drop_oldest()
+        self._slots[(self._head + self._count) % len(self._slots)] = item
         self._count += 1
+        self.bytes += len(item)
 
     def peek(self):
         """The oldest item, kept until pop(); None when empty."""
@@ -41,5 +53,6 @@ class Outbox:
         self._slots[self._head] = None
         self._head = (self._head + 1) % len(self._slots)
         self._count -= 1
+        self.bytes -= len(item)
         self.sent += 1
         return item

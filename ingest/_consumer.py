@@ -21,7 +21,7 @@ from ingest._errors import RejectedMessage, StorageError
 from ingest._registry import Registry
 from ingest._settings import Settings
 from ingest._writer import PointWriter, to_lines
-from shared import protocol
+from shared import decode, protocol
 
 log = logging.getLogger("fieldlink.ingest")
 
@@ -47,16 +47,14 @@ class Verifier:
         self._registry = registry
         self._max_skew_ms = int(settings.max_clock_skew_s * 1000)
 
-    def check(
-        self, topic: str, payload: bytes, now_ms: int
-    ) -> tuple[str, int, list[tuple[int, str, float]], int]:
+    def check(self, topic: str, payload: bytes, now_ms: int) -> tuple[str, int, list[tuple[int, str, float]], int]:
         """Return (device, seq, readings with values, count of failed reads) or raise RejectedMessage."""
         try:
-            device_id, kind = protocol.parse_topic(topic)
+            device_id, kind = decode.parse_topic(topic)
             if kind != "data":
-                raise protocol.BadTopic(f"topic {topic!r} is not a data topic")
-            seq, readings = protocol.decode_batch(payload)
-        except protocol.ProtocolError as exc:
+                raise decode.BadTopic(f"topic {topic!r} is not a data topic")
+            seq, readings = decode.decode_batch(payload)
+        except decode.ProtocolError as exc:
             raise RejectedMessage(exc.reason, str(exc)) from exc
         device = self._registry.get(device_id)
         if device is None:

@@ -30,9 +30,7 @@ def to_lines(device_id: str, readings: Iterable[tuple[int, str, float]]) -> list
     `repr` of a finite float is its shortest exact form.
     """
     prefix = f"{MEASUREMENT},device={device_id},sensor="
-    return [
-        f"{prefix}{sensor} value={float(value)!r} {timestamp_ms}" for timestamp_ms, sensor, value in readings
-    ]
+    return [f"{prefix}{sensor} value={float(value)!r} {timestamp_ms}" for timestamp_ms, sensor, value in readings]
 
 
 class PointWriter(Protocol):

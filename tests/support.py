@@ -30,9 +30,7 @@ FIELDLINK = [sys.executable, "-m", "tools"]
 def fieldlink(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run the real `fieldlink` command with this state folder."""
     env = dict(os.environ, FIELDLINK_HOME=str(home))
-    return subprocess.run(
-        [*FIELDLINK, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
+    return subprocess.run([*FIELDLINK, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def wait_until(probe: Callable[[], T], timeout: float = 20.0, interval: float = 0.1) -> T:
@@ -58,9 +56,7 @@ class StackInfo:
         return f"http://127.0.0.1:{self.influx_port}"
 
     def query(self, q: str) -> list[dict[str, Any]]:
-        response = httpx.get(
-            f"{self.influx_url}/query", params={"db": "fieldlink", "q": q, "epoch": "ms"}, timeout=10
-        )
+        response = httpx.get(f"{self.influx_url}/query", params={"db": "fieldlink", "q": q, "epoch": "ms"}, timeout=10)
         response.raise_for_status()
         result = response.json()["results"][0]
         if "error" in result:
@@ -117,18 +113,16 @@ def run_node(bundle: Path, timeout: float = 60, **options: Any) -> subprocess.Co
 
 def start_node(bundle: Path, log: Path, **options: Any) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
-        return subprocess.Popen(
-            node_command(bundle, **options), env=node_env(), stdout=out, stderr=subprocess.STDOUT
-        )
+        return subprocess.Popen(node_command(bundle, **options), env=node_env(), stdout=out, stderr=subprocess.STDOUT)
 
 
 def trace_readings(trace: Path) -> list[tuple[int, str, float]]:
     """What the firmware produced: every non-null reading of every batch it traced."""
-    from shared import protocol
+    from shared.decode import decode_batch
 
     rows: list[tuple[int, str, float]] = []
     for line in trace.read_bytes().splitlines():
-        _, readings = protocol.decode_batch(line)
+        _, readings = decode_batch(line)
         rows += [(t, s, v) for t, s, v in readings if v is not None]
     return sorted(rows)
 

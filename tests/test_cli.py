@@ -79,9 +79,7 @@ def test_down_when_down_says_so(tmp_path: Path) -> None:
 def test_device_add_without_a_stack_explains(tmp_path: Path) -> None:
     result = fieldlink(tmp_path, "device", "add", "node-1")
     assert result.returncode == 2
-    assert (
-        result.stderr.strip() == f"error: no fleet CA in {tmp_path / 'pki'}; run `fieldlink stack up` first"
-    )
+    assert result.stderr.strip() == f"error: no fleet CA in {tmp_path / 'pki'}; run `fieldlink stack up` first"
 
 
 @pytest.mark.parametrize(
@@ -107,9 +105,7 @@ def test_device_add_and_list(stack: StackInfo, uid: str) -> None:
     assert added.stdout.startswith(f"device {device} registered; bundle in ")
     again = fieldlink(stack.home, "device", "add", device)
     assert again.returncode == 2
-    assert (
-        again.stderr.strip() == f"error: device '{device}' is already registered; see `fieldlink device list`"
-    )
+    assert again.stderr.strip() == f"error: device '{device}' is already registered; see `fieldlink device list`"
     listed = fieldlink(stack.home, "device", "list")
     assert any(line.split()[:2] == [device, "active"] for line in listed.stdout.splitlines())
 

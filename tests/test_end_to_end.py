@@ -11,9 +11,7 @@ from pathlib import Path
 from tests.support import IngestInfo, StackInfo, run_node, trace_readings, wait_until
 
 
-def test_simulated_node_readings_arrive_exactly(
-    stack: StackInfo, ingest: IngestInfo, uid: str, workdir: Path
-) -> None:
+def test_simulated_node_readings_arrive_exactly(stack: StackInfo, ingest: IngestInfo, uid: str, workdir: Path) -> None:
     device = f"e2e-{uid}"
     bundle = stack.add_device(device, sample_interval_ms=100, batch_max_readings=30, batch_max_age_ms=500)
     trace = workdir / "trace.jsonl"
@@ -32,9 +30,7 @@ def test_simulated_node_readings_arrive_exactly(
     assert all(started_ms - 1000 <= t <= int(time.time() * 1000) for t, _, _ in stored)
 
 
-def test_replayed_csv_values_are_stored_exactly(
-    stack: StackInfo, ingest: IngestInfo, uid: str, workdir: Path
-) -> None:
+def test_replayed_csv_values_are_stored_exactly(stack: StackInfo, ingest: IngestInfo, uid: str, workdir: Path) -> None:
     device = f"replay-{uid}"
     bundle = stack.add_device(device, sample_interval_ms=50, batch_max_readings=7, batch_max_age_ms=10000)
     csv = workdir / "raw.csv"
@@ -57,9 +53,7 @@ def test_replayed_csv_values_are_stored_exactly(
     assert json.loads(result.stdout.rsplit("stopped: ", 1)[1])["read_errors"] == 2
 
 
-def test_api_lists_devices_and_latest_readings(
-    stack: StackInfo, ingest: IngestInfo, uid: str, workdir: Path
-) -> None:
+def test_api_lists_devices_and_latest_readings(stack: StackInfo, ingest: IngestInfo, uid: str, workdir: Path) -> None:
     import httpx
 
     device = f"api-{uid}"

@@ -50,9 +50,9 @@ def test_the_check_catches_wrong_calls(tmp_path: Path) -> None:
     source = source.replace(
         'self._wlan.connect(wifi["ssid"], wifi.get("password", ""))', 'self._wlan.conect(wifi["ssid"])'
     )
-    source = source.replace("self.adc.read_uv()", "self.adc.read_uv(3)")
+    source = source.replace('onewire.OneWire(machine.Pin(spec["pin"]))', "onewire.OneWire()")
     broken.write_text(source)
     errors = _mypy_errors(broken, tmp_path)
     assert len(errors) == 2, errors
     assert '"WLAN" has no attribute "conect"' in errors[0] + errors[1]
-    assert 'Too many arguments for "read_uv" of "ADC"' in errors[0] + errors[1]
+    assert 'Missing positional argument "pin" in call to "OneWire"' in errors[0] + errors[1]

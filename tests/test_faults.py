@@ -106,9 +106,7 @@ def test_database_outage_loses_nothing(stack: StackInfo, ingest: IngestInfo, uid
     client = mqtt_client(stack.mqtt_port, bundle / "ca.pem", bundle / "cert.pem", bundle / "key.pem", device)
     try:
         for seq in range(5):
-            publish(
-                client, f"fl/v1/{device}/data", batch(seq, now + seq * 1000, ["temp"], [[0, 0, seq + 0.5]])
-            )
+            publish(client, f"fl/v1/{device}/data", batch(seq, now + seq * 1000, ["temp"], [[0, 0, seq + 0.5]]))
         wait_until(lambda: ingest.counters().get("write_retries", 0) >= retries_before + 2)
     finally:
         client.loop_stop()

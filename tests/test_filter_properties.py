@@ -9,7 +9,7 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.filters import build_chain
+from shared.filter_config import build_chain
 
 finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, width=32)
 maybe_nan = st.one_of(finite, st.just(math.nan))

@@ -26,11 +26,7 @@ def test_dual_suites_pass_under_micropython() -> None:
     assert match, result.stdout
     passed, failed = int(match[1]), int(match[2])
     expected = sum(
-        len(
-            re.findall(
-                r"^def test_", (ROOT / "tests" / "dual" / f"{m.rsplit('.', 1)[1]}.py").read_text(), re.M
-            )
-        )
+        len(re.findall(r"^def test_", (ROOT / "tests" / "dual" / f"{m.rsplit('.', 1)[1]}.py").read_text(), re.M))
         for m in DUAL
     )
     assert (passed, failed) == (expected, 0)

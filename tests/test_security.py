@@ -55,9 +55,7 @@ def test_firmware_with_a_foreign_certificate_stores_nothing(
     assert stack.points(device) == []
 
 
-def test_device_cannot_publish_to_another_devices_topic(
-    stack: StackInfo, ingest: IngestInfo, uid: str
-) -> None:
+def test_device_cannot_publish_to_another_devices_topic(stack: StackInfo, ingest: IngestInfo, uid: str) -> None:
     mallory, victim = f"mallory-{uid}", f"victim-{uid}"
     stack.add_device(mallory)
     stack.add_device(victim)
@@ -76,9 +74,7 @@ def test_device_cannot_publish_to_another_devices_topic(
     assert stack.points(victim) == []
 
 
-def test_unregistered_device_is_not_stored(
-    stack: StackInfo, ingest: IngestInfo, uid: str, workdir: Path
-) -> None:
+def test_unregistered_device_is_not_stored(stack: StackInfo, ingest: IngestInfo, uid: str, workdir: Path) -> None:
     ghost = f"ghost-{uid}"
     # A certificate from the fleet CA, but never registered (or registered elsewhere and lost).
     CertificateAuthority(Home(stack.home).pki).issue(ghost, workdir / "cert.pem", workdir / "key.pem")

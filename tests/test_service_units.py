@@ -20,9 +20,7 @@ def tls_files(tmp_path: Path) -> dict[str, Path]:
     return files
 
 
-def test_production_refuses_unsafe_settings(
-    tls_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_production_refuses_unsafe_settings(tls_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FIELDLINK_ENV", "production")
     with pytest.raises(ValidationError, match="production with the v2 API needs FIELDLINK_INFLUX_TOKEN"):
         Settings(**tls_files)  # type: ignore[arg-type]
@@ -66,9 +64,7 @@ def test_verifier_accepts_and_splits_failed_reads(verifier: tuple[Verifier, Regi
         ("fl/v1/node-1/data", b"\xff\xfe", "malformed"),
     ],
 )
-def test_verifier_rejections(
-    verifier: tuple[Verifier, Registry], topic: str, payload: bytes, reason: str
-) -> None:
+def test_verifier_rejections(verifier: tuple[Verifier, Registry], topic: str, payload: bytes, reason: str) -> None:
     check, _ = verifier
     with pytest.raises(RejectedMessage) as caught:
         check.check(topic, payload, now_ms=2000)

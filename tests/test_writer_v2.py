@@ -42,9 +42,7 @@ class Victoria:
 @pytest.fixture(scope="module")
 def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Victoria]:
     binary = shutil.which("victoria-metrics")
-    assert binary, (
-        "victoria-metrics is missing; `make test` installs it (tools/setup/system-packages.sh --tests)"
-    )
+    assert binary, "victoria-metrics is missing; `make test` installs it (tools/setup/system-packages.sh --tests)"
     port = free_port()
     data = tmp_path_factory.mktemp("victoria")
     with (data / "log").open("wb") as log:

@@ -12,21 +12,30 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ingest import Device, Registry, RegistryError
+from tools._config import Sensing, check_sensing, compile_sensing
 from tools._errors import UsageError
 from tools._home import Home
 from tools._pki import CertificateAuthority
 
 RESERVED_PREFIX = "fieldlink-"
 DEFAULT_SENSORS: list[dict[str, Any]] = [
-    {"name": "temperature", "signal": "temperature"},
-    {"name": "humidity", "signal": "humidity"},
-    {"name": "pressure", "signal": "pressure"},
+    {"name": "temperature", "type": "sim", "signal": "temperature"},
+    {"name": "humidity", "type": "sim", "signal": "humidity"},
+    {"name": "pressure", "type": "sim", "signal": "pressure"},
 ]
 
 
-def device_config(
-    home: Home, device_id: str, *, sample_interval_ms: int, batch_max_readings: int, batch_max_age_ms: int
-) -> dict[str, Any]:
+def default_sensing(sample_interval_ms: int, batch_max_readings: int, batch_max_age_ms: int) -> Sensing:
+    return check_sensing(
+        {
+            "sample_interval_ms": sample_interval_ms,
+            "batch": {"max_readings": batch_max_readings, "max_age_ms": batch_max_age_ms},
+            "sensors": DEFAULT_SENSORS,
+        }
+    )
+
+
+def device_config(home: Home, device_id: str, sensing: Sensing) -> dict[str, Any]:
     state = home.load_state()
     return {
         "device_id": device_id,
@@ -37,11 +46,23 @@ def device_config(
             "keepalive_s": 30,
         },
         "tls": {"ca": "ca.der", "cert": "cert.der", "key": "key.der"},
-        "sample_interval_ms": sample_interval_ms,
-        "batch": {"max_readings": batch_max_readings, "max_age_ms": batch_max_age_ms},
-        "outbox": {"capacity": 64},
-        "sensors": DEFAULT_SENSORS,
+        **compile_sensing(sensing),
     }
+
+
+def configure_device(home: Home, device_id: str, sensing: Sensing) -> Path:
+    """Put a checked sensing config into an existing device's bundle; returns the config path."""
+    path = home.device_dir(device_id) / "config.json"
+    if not path.is_file():
+        raise UsageError(f"no bundle for device {device_id!r}; add it first with `fieldlink device add`")
+    config = json.loads(path.read_text())
+    for key in ("sample_interval_ms", "batch", "outbox", "buses", "sensors"):
+        config.pop(key, None)
+    config.update(compile_sensing(sensing))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(config, indent=2) + "\n")
+    tmp.replace(path)
+    return path
 
 
 def _write_der(pem_path: Path, der_path: Path, private: bool) -> None:
@@ -68,11 +89,10 @@ def add_device(
     sample_interval_ms: int = 1000,
     batch_max_readings: int = 60,
     batch_max_age_ms: int = 5000,
+    sensing: Sensing | None = None,
 ) -> tuple[Device, Path]:
     if device_id.startswith(RESERVED_PREFIX):
-        raise UsageError(
-            f"device ids starting with {RESERVED_PREFIX!r} are reserved for fieldlink's services"
-        )
+        raise UsageError(f"device ids starting with {RESERVED_PREFIX!r} are reserved for fieldlink's services")
     ca = CertificateAuthority(home.pki)
     registry = Registry(home.registry_path)
     try:
@@ -89,13 +109,9 @@ def add_device(
             _write_der(bundle / "key.pem", bundle / "key.der", private=True)
             shutil.copyfile(ca.cert_path, bundle / "ca.pem")
             _write_der(ca.cert_path, bundle / "ca.der", private=False)
-            config = device_config(
-                home,
-                device_id,
-                sample_interval_ms=sample_interval_ms,
-                batch_max_readings=batch_max_readings,
-                batch_max_age_ms=batch_max_age_ms,
-            )
+            if sensing is None:
+                sensing = default_sensing(sample_interval_ms, batch_max_readings, batch_max_age_ms)
+            config = device_config(home, device_id, sensing)
             (bundle / "config.json").write_text(json.dumps(config, indent=2) + "\n")
             device = registry.add(device_id, fingerprint)
         except BaseException:

@@ -61,9 +61,7 @@ def node_env() -> dict[str, str]:
 def start_node(home: Home, device_id: str, log: Path, **options: object) -> subprocess.Popen[bytes]:
     bundle = home.device_dir(device_id)
     if not (bundle / "config.json").is_file():
-        raise UsageError(
-            f"no bundle for device {device_id!r} in {bundle}; run `fieldlink device add {device_id}`"
-        )
+        raise UsageError(f"no bundle for device {device_id!r} in {bundle}; run `fieldlink device add {device_id}`")
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         return subprocess.Popen(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import subprocess
@@ -14,7 +15,8 @@ import click
 from pydantic import ValidationError
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from tools._devices import add_device, list_devices
+from tools._config import compile_sensing, load_sensing
+from tools._devices import add_device, configure_device, list_devices
 from tools._errors import FieldlinkError, ServiceFailed, UsageError
 from tools._home import Home
 from tools._process import port_free, stop_pid, wait_port
@@ -84,8 +86,17 @@ def device() -> None:
 @click.option("--sample-interval-ms", default=1000, show_default=True, type=click.IntRange(10))
 @click.option("--batch-max-readings", default=60, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--batch-max-age-ms", default=5000, show_default=True, type=click.IntRange(10))
+@click.option(
+    "--sensing",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A sensing config (sensors, buses, filters; JSON) instead of the simulated defaults.",
+)
 def device_add(
-    device_id: str, sample_interval_ms: int, batch_max_readings: int, batch_max_age_ms: int
+    device_id: str,
+    sample_interval_ms: int,
+    batch_max_readings: int,
+    batch_max_age_ms: int,
+    sensing: Path | None,
 ) -> None:
     """Issue a certificate for DEVICE_ID, write its bundle and register it."""
     new, bundle = add_device(
@@ -94,10 +105,22 @@ def device_add(
         sample_interval_ms=sample_interval_ms,
         batch_max_readings=batch_max_readings,
         batch_max_age_ms=batch_max_age_ms,
+        sensing=load_sensing(sensing) if sensing else None,
     )
-    click.echo(
-        f"device {new.id} registered; bundle in {bundle} (certificate sha256 {new.cert_sha256[:16]}...)"
-    )
+    click.echo(f"device {new.id} registered; bundle in {bundle} (certificate sha256 {new.cert_sha256[:16]}...)")
+
+
+@device.command("configure", context_settings=_CONTEXT)
+@click.argument("device_id")
+@click.argument("sensing", type=click.Path(dir_okay=False, path_type=Path))
+def device_configure(device_id: str, sensing: Path) -> None:
+    """Check the sensing config SENSING (JSON) and put it into DEVICE_ID's bundle.
+
+    Filters are written ESPHome's way ({"median": {"window_size": 5}}); the bundle gets them
+    compiled, which is what the node reads. The node picks the new config up at its next start.
+    """
+    path = configure_device(_home(), device_id, load_sensing(sensing))
+    click.echo(f"{path} updated")
 
 
 @device.command("list", context_settings=_CONTEXT)
@@ -109,6 +132,26 @@ def device_list() -> None:
         return
     for d in devices:
         click.echo(f"{d.id:24} {d.status:8} {time.strftime('%Y-%m-%d %H:%M', time.localtime(d.created_at))}")
+
+
+# --- config ------------------------------------------------------------------------------------------
+
+
+@cli.group(context_settings=_CONTEXT)
+def config() -> None:
+    """Sensing configs: sensors, buses, filter chains."""
+
+
+@config.command("check", context_settings=_CONTEXT)
+@click.argument("sensing", type=click.Path(dir_okay=False, path_type=Path))
+def config_check(sensing: Path) -> None:
+    """Check SENSING (JSON) and print the filter chains a node would run; exit 2 with every problem."""
+    checked = load_sensing(sensing)
+    compiled = compile_sensing(checked)
+    for sensor in compiled["sensors"]:
+        chain = " -> ".join(json.dumps(f) for f in sensor["filters"]) or "(no filters)"
+        click.echo(f"{sensor['name']:20} {sensor['type']:8} {chain}")
+    click.echo(f"{sensing}: {len(compiled['sensors'])} sensor(s), valid")
 
 
 # --- ingest ------------------------------------------------------------------------------------------
@@ -165,11 +208,11 @@ def ingest(host: str | None, port: int | None, log_level: str) -> None:
 # --- simulate ----------------------------------------------------------------------------------------
 
 
-def _ensure_devices(home: Home, ids: list[str], **options: int) -> None:
+def _ensure_devices(home: Home, ids: list[str]) -> None:
     known = {d.id for d in list_devices(home)}
     for device_id in ids:
         if device_id not in known:
-            add_device(home, device_id, **options)
+            add_device(home, device_id)
             click.echo(f"registered {device_id}")
 
 
@@ -208,9 +251,7 @@ def simulate(count: int, duration: float | None, replay: Path | None, prefix: st
     click.echo(f"started {count} node(s); logs in {home.logs}")
     failed = _wait_nodes(nodes, ids, duration)
     if failed:
-        raise ServiceFailed(
-            f"node(s) {', '.join(failed)} exited with an error; see their logs in {home.logs}"
-        )
+        raise ServiceFailed(f"node(s) {', '.join(failed)} exited with an error; see their logs in {home.logs}")
 
 
 def _wait_nodes(nodes: list[subprocess.Popen[bytes]], ids: list[str], duration: float | None) -> list[str]:

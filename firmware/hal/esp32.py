@@ -6,28 +6,13 @@ import time
 import machine
 import network
 import ntptime
+import onewire
 
-from firmware.hal import ConfigError
+from firmware.hal import ConfigError, parse_rom
 
 # MicroPython ports whose epoch is 2000-01-01 need this added to reach Unix time.
 _EPOCH_2000_MS = 946684800000
 _ATTENUATIONS = {"0db": "ATTN_0DB", "2.5db": "ATTN_2_5DB", "6db": "ATTN_6DB", "11db": "ATTN_11DB"}
-
-
-class AnalogSensor:
-    """An ADC pin with linear calibration: value = volts * scale + offset."""
-
-    def __init__(self, pin, attenuation="11db", scale=1.0, offset=0.0):
-        if attenuation not in _ATTENUATIONS:
-            raise ConfigError("adc attenuation " + repr(attenuation) + " is not one of "
-                              + ", ".join(sorted(_ATTENUATIONS)))
-        self.adc = machine.ADC(machine.Pin(pin))
-        self.adc.atten(getattr(machine.ADC, _ATTENUATIONS[attenuation]))
-        self.scale = scale
-        self.offset = offset
-
-    def read(self, now_ms):
-        return self.adc.read_uv() / 1000000 * self.scale + self.offset
 
 
 class Esp32Board:
@@ -38,6 +23,8 @@ class Esp32Board:
         self._wlan = network.WLAN(network.STA_IF)
         self._wdt = machine.WDT(timeout=watchdog_ms)
         self._time_set = False
+        self._buses = {}
+        self._drivers = {}
 
     def now_ms(self):
         return time.time_ns() // 1000000 + self._epoch_ms
@@ -67,19 +54,72 @@ class Esp32Board:
                 print("ntp failed:", repr(exc))
         return self._wlan.isconnected()
 
-    def sensors(self, config):
-        result = []
-        for spec in config.get("sensors") or []:
-            kind = spec.get("type")
-            if kind == "adc":
-                sensor = AnalogSensor(spec["pin"], spec.get("attenuation", "11db"),
-                                      spec.get("scale", 1.0), spec.get("offset", 0.0))
-            else:
-                raise ConfigError("sensor " + repr(spec.get("name")) + " has unknown type " + repr(kind))
-            result.append((spec["name"], sensor))
-        return result
+    def sensor_specs(self, config):
+        return config.get("sensors")
 
-    def before_sample(self):
+    def _bus(self, config, name, kind, where):
+        bus = self._buses.get(name)
+        if bus is not None:
+            return bus
+        spec = (config.get("buses") or {}).get(name)
+        if not isinstance(spec, dict) or spec.get("type") != kind:
+            raise ConfigError(where + ": bus " + repr(name) + " is not a configured " + kind + " bus")
+        if kind == "i2c":
+            bus = machine.I2C(spec.get("id", 0), scl=machine.Pin(spec["scl"]), sda=machine.Pin(spec["sda"]),
+                              freq=spec.get("freq", 100000))
+        else:
+            bus = onewire.OneWire(machine.Pin(spec["pin"]))
+        self._buses[name] = bus
+        return bus
+
+    def driver_for(self, spec, config, where):
+        kind = spec.get("type")
+        if kind in ("bme280", "sht3x"):
+            address = spec.get("address", 0x76 if kind == "bme280" else 0x44)
+            key = (kind, spec.get("bus"), address)
+        elif kind == "ds18b20":
+            key = (kind, spec.get("bus"), spec.get("rom"))
+        else:
+            key = (kind, spec.get("pin"), None)
+        driver = self._drivers.get(key)
+        if driver is not None:
+            return driver
+        # Drivers are imported when the config asks for them: RAM holds only the bytecode in use.
+        if kind == "bme280":
+            from firmware.drivers.bme280 import BME280
+
+            driver = BME280(self._bus(config, spec.get("bus"), "i2c", where), address)
+        elif kind == "sht3x":
+            from firmware.drivers.sht3x import SHT3x
+
+            driver = SHT3x(self._bus(config, spec.get("bus"), "i2c", where), address)
+        elif kind == "ds18b20":
+            from firmware.drivers.ds18b20 import DS18B20
+
+            bus = self._bus(config, spec.get("bus"), "onewire", where)
+            driver = DS18B20(bus, parse_rom(spec.get("rom"), where), spec.get("resolution", 12))
+        elif kind == "adc":
+            from firmware.drivers.analog import Analog
+
+            attenuation = spec.get("attenuation", "11db")
+            if attenuation not in _ATTENUATIONS:
+                raise ConfigError(where + ": adc attenuation " + repr(attenuation) + " is not one of "
+                                  + ", ".join(sorted(_ATTENUATIONS)))
+            adc = machine.ADC(machine.Pin(spec["pin"]))
+            adc.atten(getattr(machine.ADC, _ATTENUATIONS[attenuation]))
+            driver = Analog(adc, spec.get("scale", 1.0), spec.get("offset", 0.0))
+        else:
+            raise ConfigError(where + ": unknown sensor type " + repr(kind))
+        self._drivers[key] = driver
+        return driver
+
+    def before_measure(self, now_ms):
+        pass
+
+    async def sleep_ms(self, ms):
+        await asyncio.sleep(ms / 1000)
+
+    def running(self):
         return True  # a board samples until it loses power
 
     def trace(self, payload):
@@ -91,6 +131,10 @@ class Esp32Board:
     def read_file(self, path):
         with open(path, "rb") as f:
             return f.read()
+
+    def write_file(self, path, data):
+        with open(path, "wb") as f:
+            f.write(data)
 
     def fatal(self, message):
         print("fatal:", message)

@@ -1,6 +1,6 @@
 # Filter vectors with ESPHome's semantics, on both interpreters. Each vector feeds (time_ms, value)
 # samples through a chain built from config and lists what comes out, as ESPHome's filter would.
-from shared.filters import FilterConfigError, build_chain, parse_duration_ms
+from shared.filter_config import FilterConfigError, build_chain, parse_duration_ms
 from tests.dual.helpers import raises
 
 NAN = float("nan")

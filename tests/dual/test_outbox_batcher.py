@@ -3,7 +3,7 @@ import json
 
 from firmware.batcher import Batcher
 from firmware.outbox import Outbox
-from shared import protocol
+from shared import decode, protocol
 from tests.dual.helpers import raises
 
 
@@ -32,8 +32,9 @@ def test_full_outbox_drops_the_oldest_and_counts_it():
 def test_outbox_wraps_around_many_times():
     box = Outbox(4)
     for i in range(100):
-        box.push(i)
-        assert box.pop() == i
+        item = str(i).encode()
+        box.push(item)
+        assert box.pop() == item
     assert box.dropped == 0
     assert box.sent == 100
 
@@ -54,7 +55,7 @@ def test_batcher_fills_by_count_and_encodes_offsets():
     assert batcher.add(1, float("nan"), 1000250, 750, _diff)
     payload = batcher.flush()
     assert json.loads(payload)["r"] == [[0, 0, 20.5], [0, 1, 40.0], [250, 0, 20.75], [250, 1, None]]
-    seq, readings = protocol.decode_batch(payload)
+    seq, readings = decode.decode_batch(payload)
     assert seq == 0
     assert readings[2] == (1000250, "t", 20.75)
     assert len(batcher) == 0
@@ -75,3 +76,18 @@ def test_batcher_is_due_by_age_and_counts_sequence():
 def test_batcher_limits():
     raises(ValueError, Batcher, ["t"], 0, 1000)
     raises(ValueError, Batcher, ["t"], protocol.MAX_READINGS + 1, 1000)
+
+
+def test_outbox_byte_budget_drops_oldest_until_the_new_batch_fits():
+    box = Outbox(10, max_bytes=10)
+    box.push(b"aaaa")
+    box.push(b"bbbb")
+    assert box.bytes == 8
+    box.push(b"cccccc")  # 14 > 10: drop "aaaa" (10 fits)
+    assert (len(box), box.bytes, box.dropped) == (2, 10, 1)
+    assert box.pop() == b"bbbb"
+    assert box.bytes == 6
+    box.push(b"x" * 11)  # larger than the whole budget: counted, nothing else lost
+    assert (len(box), box.dropped) == (1, 2)
+    assert box.pop() == b"cccccc"
+    assert box.bytes == 0

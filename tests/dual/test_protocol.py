@@ -1,7 +1,7 @@
 # The wire protocol, on both interpreters.
 import json
 
-from shared import protocol
+from shared import decode, protocol
 from tests.dual.helpers import raises
 
 
@@ -9,7 +9,7 @@ def test_round_trip_restores_timestamps_sensors_and_values():
     payload = protocol.encode_batch(
         7, 1700000000000, ["temperature", "humidity"], [(0, 0, 21.5), (0, 1, 40.25), (1000, 0, 21.75)]
     )
-    seq, readings = protocol.decode_batch(payload)
+    seq, readings = decode.decode_batch(payload)
     assert seq == 7
     assert readings == [
         (1700000000000, "temperature", 21.5),
@@ -21,7 +21,7 @@ def test_round_trip_restores_timestamps_sensors_and_values():
 def test_nan_travels_as_null_and_decodes_as_none():
     payload = protocol.encode_batch(0, 5, ["t"], [(0, 0, float("nan")), (10, 0, 1.0)])
     assert b"null" in payload
-    assert protocol.decode_batch(payload)[1] == [(5, "t", None), (15, "t", 1.0)]
+    assert decode.decode_batch(payload)[1] == [(5, "t", None), (15, "t", 1.0)]
 
 
 def test_encoding_is_compact_json():
@@ -31,25 +31,25 @@ def test_encoding_is_compact_json():
 
 
 def test_integer_values_decode_as_floats():
-    _, readings = protocol.decode_batch(b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[[0,0,21]]}')
+    _, readings = decode.decode_batch(b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[[0,0,21]]}')
     assert readings == [(0, "t", 21.0)]
     assert isinstance(readings[0][2], float)
 
 
 def test_wrong_version_is_refused_by_name():
     exc = raises(
-        protocol.UnsupportedVersion, protocol.decode_batch, b'{"v":2,"seq":0,"t0":0,"s":["t"],"r":[]}'
+        decode.UnsupportedVersion, decode.decode_batch, b'{"v":2,"seq":0,"t0":0,"s":["t"],"r":[]}'
     )
     assert exc.reason == "bad_version"
     assert "2" in str(exc)
 
 
 def test_missing_version_is_refused():
-    raises(protocol.UnsupportedVersion, protocol.decode_batch, b'{"seq":0,"t0":0,"s":["t"],"r":[]}')
+    raises(decode.UnsupportedVersion, decode.decode_batch, b'{"seq":0,"t0":0,"s":["t"],"r":[]}')
 
 
 def test_oversized_payload_is_refused_before_parsing():
-    exc = raises(protocol.PayloadTooLarge, protocol.decode_batch, b"x" * (protocol.MAX_PAYLOAD_BYTES + 1))
+    exc = raises(decode.PayloadTooLarge, decode.decode_batch, b"x" * (protocol.MAX_PAYLOAD_BYTES + 1))
     assert exc.reason == "too_large"
 
 
@@ -70,15 +70,15 @@ def test_malformed_payloads_are_refused():
         b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":"none"}',
     ]
     for case in cases:
-        exc = raises(protocol.MalformedPayload, protocol.decode_batch, case)
+        exc = raises(decode.MalformedPayload, decode.decode_batch, case)
         assert exc.reason == "malformed"
 
 
 def test_too_many_readings_are_refused():
     rows = ",".join(["[0,0,1]"] * (protocol.MAX_READINGS + 1))
     raises(
-        protocol.MalformedPayload,
-        protocol.decode_batch,
+        decode.MalformedPayload,
+        decode.decode_batch,
         ('{"v":1,"seq":0,"t0":0,"s":["t"],"r":[' + rows + "]}").encode(),
     )
 
@@ -86,9 +86,9 @@ def test_too_many_readings_are_refused():
 def test_topics():
     assert protocol.data_topic("node-1") == "fl/v1/node-1/data"
     assert protocol.status_topic("node-1") == "fl/v1/node-1/status"
-    assert protocol.parse_topic("fl/v1/node-1/data") == ("node-1", "data")
+    assert decode.parse_topic("fl/v1/node-1/data") == ("node-1", "data")
     for bad in ("fl/v1/node-1", "fl/v2/node-1/data", "fl/v1/+/data", "fl/v1/Node/data", "x/fl/v1/a/data"):
-        assert raises(protocol.BadTopic, protocol.parse_topic, bad).reason == "bad_topic"
+        assert raises(decode.BadTopic, decode.parse_topic, bad).reason == "bad_topic"
 
 
 def test_valid_ids():
@@ -105,3 +105,8 @@ def test_status_message():
         "online": True,
         "counters": {"dropped": 2},
     }
+
+
+def test_status_message_carries_a_config_error():
+    assert json.loads(protocol.encode_status(True, None, "bad filter")) == {
+        "v": 1, "online": True, "error": "bad filter"}

@@ -1,0 +1,114 @@
+# Start-up: the command line, the device config with the checks a node must make itself before it
+# trusts a config (the host checks much more, see tools/_config.py), and the fallback to the last good
+# config. Needed only at start-up: firmware/main.py unloads this module once the node runs.
+import json
+
+from firmware.app import Node
+
+from firmware.hal import ConfigError, make_board
+from shared import protocol
+
+_DEFAULTS = {
+    "sample_interval_ms": 1000,
+    "batch": {"max_readings": 60, "max_age_ms": 10000},
+    "outbox": {"capacity": 64, "max_bytes": 24576},
+    "drain_timeout_ms": 15000,
+}
+
+
+def load_config(text):
+    """Parse and check the device config; raise ConfigError with what is wrong."""
+    try:
+        config = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError("config is not JSON: " + str(exc))
+    if not isinstance(config, dict):
+        raise ConfigError("config must be a JSON object")
+    for key, value in _DEFAULTS.items():
+        if key not in config:
+            config[key] = value
+        elif isinstance(value, dict):
+            if not isinstance(config[key], dict):
+                raise ConfigError(key + " must be an object")
+            for inner, default in value.items():
+                config[key].setdefault(inner, default)
+    if not protocol.valid_id(config.get("device_id")):
+        raise ConfigError("device_id " + repr(config.get("device_id")) + " is not a valid id")
+    broker = config.get("broker")
+    if not isinstance(broker, dict) or not broker.get("host") or not isinstance(broker.get("port"), int):
+        raise ConfigError("broker must give host and port")
+    tls = config.get("tls")
+    if not isinstance(tls, dict) or not all(tls.get(k) for k in ("ca", "cert", "key")):
+        raise ConfigError("tls must name the ca, cert and key files")
+    interval = config["sample_interval_ms"]
+    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 10:
+        raise ConfigError("sample_interval_ms must be an integer >= 10")
+    for key in ("max_readings", "max_age_ms"):
+        if not isinstance(config["batch"][key], int) or config["batch"][key] < 1:
+            raise ConfigError("batch." + key + " must be a positive integer")
+    for key in ("capacity", "max_bytes"):
+        if not isinstance(config["outbox"][key], int) or config["outbox"][key] < 1:
+            raise ConfigError("outbox." + key + " must be a positive integer")
+    return config
+
+
+_USAGE = ("usage: main.py BUNDLE_DIR [--replay FILE.csv] [--trace FILE] [--duration SECONDS] "
+          "[--time-scale N] [--stats-every SECONDS]")
+_NUMBERS = {"--duration": float, "--time-scale": int, "--stats-every": float}
+CONFIG = "config.json"
+LAST_GOOD = "config.last-good.json"
+
+
+def parse_args(argv):
+    options = {"bundle": None}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("--replay", "--trace") or arg in _NUMBERS:
+            if i + 1 >= len(argv):
+                raise ConfigError(arg + " needs a value; " + _USAGE)
+            value = argv[i + 1]
+            if arg in _NUMBERS:
+                try:
+                    value = _NUMBERS[arg](value)
+                except ValueError:
+                    raise ConfigError(arg + " takes a number, got " + repr(value))
+            options[arg[2:]] = value
+            i += 2
+        elif arg.startswith("-"):
+            raise ConfigError("unknown option " + arg + "; " + _USAGE)
+        else:
+            options["bundle"] = arg
+            i += 1
+    if options["bundle"] is None:
+        raise ConfigError(_USAGE)
+    return options
+
+
+def _node(board, base):
+    """The node from config.json; if that config cannot be used, from the last good one, with the
+    error kept for the status message. A config that worked becomes the last good one."""
+    text = board.read_file(base + "/" + CONFIG)
+    try:
+        node = Node(board, load_config(text), base_dir=base)
+    except ConfigError as exc:
+        try:
+            fallback = board.read_file(base + "/" + LAST_GOOD)
+        except OSError:
+            raise exc
+        print("config error:", exc, "; running on the last good config")
+        return Node(board, load_config(fallback), base_dir=base, config_error=str(exc))
+    try:
+        if board.read_file(base + "/" + LAST_GOOD) == text:
+            return node
+    except OSError:
+        pass
+    board.write_file(base + "/" + LAST_GOOD, text)
+    return node
+
+
+def start(argv):
+    """(options, node) from the command line; ConfigError or OSError if the node cannot start."""
+    options = parse_args(argv)
+    board = make_board(options)
+    return options, _node(board, options["bundle"].rstrip("/"))

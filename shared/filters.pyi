@@ -1,0 +1,19 @@
+# Types of shared/filters.py for CPython's type checkers.
+from typing import Any
+
+NAN: float
+INF: float
+
+class Filter:
+    timed: bool
+    def process(self, value: float, now: int) -> float | None: ...
+    def poll(self, now: int) -> float | None: ...
+
+class Chain:
+    filters: list[Filter]
+    timed: bool
+    def __init__(self, filters: list[Filter]) -> None: ...
+    def process(self, value: float, now: int) -> float | None: ...
+    def poll(self, now: int) -> float | None: ...
+
+def from_compiled(compiled: list[Any]) -> Chain: ...

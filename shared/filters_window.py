@@ -1,0 +1,137 @@
+# Sliding-window filters and the exponential moving average (see shared/filters.py).
+import math
+from array import array
+
+from shared.filters import NAN, Filter
+
+
+def _isnan(value):
+    return value != value
+
+
+class _Window(Filter):
+    """ESPHome's sliding window: keep the last window_size values; every send_every values emit
+    compute() over the non-NaN ones (NaN if none), the first time after send_first_at values."""
+
+    def __init__(self, window_size, send_every, send_first_at):
+        self.window = array("f", [0.0] * window_size)
+        self.scratch = array("f", [0.0] * window_size)
+        self.size = window_size
+        self.count = 0
+        self.head = 0
+        self.send_every = send_every
+        self.send_at = send_every - send_first_at
+
+    def process(self, value, now):
+        self.window[self.head] = value
+        self.head = (self.head + 1) % self.size
+        if self.count < self.size:
+            self.count += 1
+        self.send_at += 1
+        if self.send_at < self.send_every:
+            return None
+        self.send_at = 0
+        return self.compute()
+
+    def _finite_into_scratch(self):
+        n = 0
+        window, scratch = self.window, self.scratch
+        for i in range(self.count):
+            v = window[i]
+            if v == v:
+                scratch[n] = v
+                n += 1
+        return n
+
+    def _sorted_scratch(self):
+        n = self._finite_into_scratch()
+        scratch = self.scratch
+        for i in range(1, n):  # insertion sort in place: windows are small and this allocates nothing
+            v = scratch[i]
+            j = i - 1
+            while j >= 0 and scratch[j] > v:
+                scratch[j + 1] = scratch[j]
+                j -= 1
+            scratch[j + 1] = v
+        return n
+
+
+class Median(_Window):
+    def compute(self):
+        n = self._sorted_scratch()
+        if n == 0:
+            return NAN
+        mid = n // 2
+        if n % 2:
+            return self.scratch[mid]
+        return (self.scratch[mid] + self.scratch[mid - 1]) / 2
+
+
+class Quantile(_Window):
+    def __init__(self, window_size, send_every, send_first_at, quantile):
+        super().__init__(window_size, send_every, send_first_at)
+        self.quantile = quantile
+
+    def compute(self):
+        n = self._sorted_scratch()
+        if n == 0:
+            return NAN
+        position = math.ceil(n * self.quantile) - 1
+        return self.scratch[position if position > 0 else 0]
+
+
+class Min(_Window):
+    def compute(self):
+        n = self._finite_into_scratch()
+        if n == 0:
+            return NAN
+        best = self.scratch[0]
+        for i in range(1, n):
+            if self.scratch[i] < best:
+                best = self.scratch[i]
+        return best
+
+
+class Max(_Window):
+    def compute(self):
+        n = self._finite_into_scratch()
+        if n == 0:
+            return NAN
+        best = self.scratch[0]
+        for i in range(1, n):
+            if self.scratch[i] > best:
+                best = self.scratch[i]
+        return best
+
+
+class MovingAverage(_Window):
+    def compute(self):
+        n = self._finite_into_scratch()
+        if n == 0:
+            return NAN
+        total = 0.0
+        for i in range(n):
+            total += self.scratch[i]
+        return total / n
+
+
+class ExponentialMovingAverage(Filter):
+    def __init__(self, alpha, send_every, send_first_at):
+        self.alpha = alpha
+        self.accumulator = 0.0
+        self.first = True
+        self.send_every = send_every
+        self.send_at = send_every - send_first_at
+
+    def process(self, value, now):
+        if not _isnan(value):
+            if self.first:
+                self.accumulator = value
+                self.first = False
+            else:
+                self.accumulator = self.alpha * value + (1.0 - self.alpha) * self.accumulator
+        self.send_at += 1
+        if self.send_at < self.send_every:
+            return None
+        self.send_at = 0
+        return value if _isnan(value) else self.accumulator
