@@ -7,13 +7,14 @@ STAMP := $(VENV)/.installed
 ESP32_STUBS := $(VENV)/esp32-stubs
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-packages test run lint typecheck check clean
+.PHONY: help setup system-packages test run lint typecheck check clean bench-firmware
 
 help:
 	@echo "make run     start the local stack, the ingest service and 3 simulated nodes (Ctrl-C stops all)"
 	@echo "make test    set up, then run the whole test suite"
 	@echo "make setup   virtual environment + Debian packages mosquitto and influxdb (idempotent)"
 	@echo "make check   ruff and mypy"
+	@echo "make bench-firmware   filter cost, payload size, the node's heap (results: docs/performance.md)"
 
 setup: $(STAMP) $(ESP32_STUBS)/.installed system-packages
 
@@ -25,7 +26,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 $(ESP32_STUBS)/.installed: $(STAMP)
-	$(BIN)/pip install --quiet --target $(ESP32_STUBS) 'micropython-esp32-esp32-generic-stubs>=1.24'
+	$(BIN)/pip install --quiet --upgrade --target $(ESP32_STUBS) 'micropython-esp32-esp32-generic-stubs>=1.24'
 	@touch $@
 
 system-packages:
@@ -37,6 +38,9 @@ test: setup check
 
 run: setup
 	$(BIN)/fieldlink run
+
+bench-firmware: setup
+	$(BIN)/python -m tools.bench.firmware $(BENCH_ARGS)
 
 lint:
 	$(BIN)/ruff check ingest tools tests

@@ -1,7 +1,7 @@
 # The node application: sample sensors, filter, batch, keep batches in the outbox until the broker
 # has them. Everything that touches hardware or time comes from the board, so this runs unchanged on
-# the unix port. Config checking lives in firmware/config.py and firmware/sensors.py, which are needed
-# only at start-up.
+# the unix port. Config checking and building the sensors live in firmware/config.py and
+# firmware/sensors.py, which run before this module is imported and are unloaded then.
 import asyncio
 import gc
 import json
@@ -18,16 +18,23 @@ _HOUSEKEEPING_MS = 100
 
 
 class Node:
-    def __init__(self, board, config, base_dir="", config_error=None):
+    def __init__(self, board, config, sensor_names, groups, base_dir="", config_error=None):
         self.board = board
-        self.config = config
         self.base_dir = base_dir
+        # First, while the heap is freshly collected: mbedTLS wants a few kilobytes in one piece.
+        tls = self._ssl_context(config["tls"])
+        broker = config["broker"]
+        self.client = MQTTClient(
+            config["device_id"], broker["host"], broker["port"], ssl_context=tls,
+            server_hostname=broker.get("server_hostname", broker["host"]), keepalive_s=broker.get("keepalive_s", 30),
+        )
+        # Only what the node needs later is kept: the parsed config dict would hold RAM for nothing.
+        self.wifi = config.get("wifi")
+        self.drain_timeout_ms = config["drain_timeout_ms"]
         self.config_error = config_error  # why the node runs on its last good config, if it does
         self.device_id = config["device_id"]
-        from firmware.sensors import build_sensors  # start-up only: main unloads it afterwards
-
-        specs = board.sensor_specs(config)
-        self.sensor_names, self.groups = build_sensors(dict(config, sensors=specs), board)
+        self.sensor_names = sensor_names
+        self.groups = groups
         batch = config["batch"]
         try:
             self.batcher = Batcher(self.sensor_names, batch["max_readings"], batch["max_age_ms"])
@@ -38,13 +45,6 @@ class Node:
         self.reconnects = 0
         self.sampling = True
         self._ready = asyncio.Event()
-        broker = config["broker"]
-        self.client = MQTTClient(
-            self.device_id, broker["host"], broker["port"],
-            ssl_context=self._ssl_context(config["tls"]),
-            server_hostname=broker.get("server_hostname", broker["host"]),
-            keepalive_s=broker.get("keepalive_s", 30),
-        )
         self.client.set_will(protocol.status_topic(self.device_id), protocol.encode_status(False))
 
     def _path(self, name):
@@ -145,7 +145,7 @@ class Node:
         backoff = 500
         while True:
             try:
-                if not await self.board.connect_network(self.config):
+                if not await self.board.connect_network(self.wifi):
                     raise MQTTError("no network")
                 await self.client.connect(clean_session=True)
                 await self.client.publish(protocol.status_topic(self.device_id), self.status(True), retain=True)
@@ -198,7 +198,7 @@ class Node:
         try:
             await sampler
             # Sampling is over (unix port: duration or replay ended): a bounded time to drain.
-            deadline = time.ticks_add(time.ticks_ms(), self.config["drain_timeout_ms"])
+            deadline = time.ticks_add(time.ticks_ms(), self.drain_timeout_ms)
             while len(self.outbox) and time.ticks_diff(deadline, time.ticks_ms()) > 0:
                 await asyncio.sleep_ms(50)
         finally:

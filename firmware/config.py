@@ -3,7 +3,6 @@
 # config. Needed only at start-up: firmware/main.py unloads this module once the node runs.
 import json
 
-from firmware.app import Node
 
 from firmware.hal import ConfigError, make_board
 from shared import protocol
@@ -85,30 +84,41 @@ def parse_args(argv):
     return options
 
 
-def _node(board, base):
-    """The node from config.json; if that config cannot be used, from the last good one, with the
-    error kept for the status message. A config that worked becomes the last good one."""
+def _sensors(board, config):
+    from firmware.sensors import build_sensors
+
+    names, groups = build_sensors(dict(config, sensors=board.sensor_specs(config)), board)
+    return config, names, groups
+
+
+def _load(board, base):
+    """(config, sensor names, groups, error) from config.json; if that config cannot be used, from the
+    last good one, with the error kept for the status message. A config that worked becomes the last
+    good one."""
     text = board.read_file(base + "/" + CONFIG)
     try:
-        node = Node(board, load_config(text), base_dir=base)
+        config, names, groups = _sensors(board, load_config(text))
     except ConfigError as exc:
         try:
             fallback = board.read_file(base + "/" + LAST_GOOD)
         except OSError:
             raise exc
         print("config error:", exc, "; running on the last good config")
-        return Node(board, load_config(fallback), base_dir=base, config_error=str(exc))
+        return _sensors(board, load_config(fallback)) + (str(exc),)
     try:
         if board.read_file(base + "/" + LAST_GOOD) == text:
-            return node
+            return config, names, groups, None
     except OSError:
         pass
     board.write_file(base + "/" + LAST_GOOD, text)
-    return node
+    return config, names, groups, None
 
 
 def start(argv):
-    """(options, node) from the command line; ConfigError or OSError if the node cannot start."""
+    """Everything a node needs from the command line and its config, sensors built; raises ConfigError
+    or OSError if it cannot start."""
     options = parse_args(argv)
     board = make_board(options)
-    return options, _node(board, options["bundle"].rstrip("/"))
+    base = options["bundle"].rstrip("/")
+    config, names, groups, error = _load(board, base)
+    return options, board, base, config, names, groups, error

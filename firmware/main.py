@@ -23,16 +23,27 @@ def unload(names):
 
 
 def run(argv=None):
+    # Two phases, so that start-up code and runtime code are never in RAM together: check the config
+    # and build the sensors, drop that code, then load the node (MQTT, TLS) and run.
     from firmware import config
 
     try:
-        options, node = config.start(sys.argv[1:] if argv is None else argv)
+        options, board, base, settings, names, groups, error = config.start(sys.argv[1:] if argv is None else argv)
     except (ConfigError, OSError) as exc:
         print("fieldlink node: " + str(exc))
         sys.exit(2)
     del config
     unload(STARTUP_ONLY)
-    print("node", node.device_id, "starting on", node.board.name, "with sensors", node.sensor_names)
+    from firmware.app import Node
+
+    try:
+        node = Node(board, settings, names, groups, base, error)
+    except (ConfigError, OSError) as exc:
+        print("fieldlink node: " + str(exc))
+        sys.exit(2)
+    del settings
+    gc.collect()
+    print("node", node.device_id, "starting on", board.name, "with sensors", names)
     asyncio.run(node.run(options.get("stats-every")))
 
 

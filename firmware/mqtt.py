@@ -1,6 +1,7 @@
 # A small asyncio MQTT 3.1.1 client for MicroPython: TLS, QoS 0/1 publish tracked until PUBACK,
-# keep-alive pings, last will, subscriptions. One publish in flight at a time: a batch carries many
-# readings, so the window of one keeps the RAM cost fixed and the ordering simple.
+# keep-alive pings, last will. One publish in flight at a time: a batch carries many readings, so the
+# window of one keeps the RAM cost fixed and the ordering simple. It publishes only: nothing
+# subscribes yet (a config or command topic would add SUBSCRIBE and incoming PUBLISH handling).
 import asyncio
 import struct
 import time
@@ -17,8 +18,6 @@ _CONNECT = const(0x10)
 _CONNACK = const(0x20)
 _PUBLISH = const(0x30)
 _PUBACK = const(0x40)
-_SUBSCRIBE = const(0x82)
-_SUBACK = const(0x90)
 _PINGREQ = b"\xc0\x00"
 _PINGRESP = const(0xD0)
 _DISCONNECT = b"\xe0\x00"
@@ -70,7 +69,6 @@ class MQTTClient:
         self.server_hostname = server_hostname
         self.keepalive_s = keepalive_s
         self.timeout_ms = timeout_ms
-        self.on_message = None  # called as on_message(topic_str, payload_bytes)
         self.connected = False
         self._will = None
         self._reader = None
@@ -171,11 +169,6 @@ class MQTTClient:
             except asyncio.TimeoutError:
                 pass
 
-    async def subscribe(self, topic, qos=1):
-        pid = self._next_pid()
-        body = struct.pack("!H", pid) + _string(topic) + bytes([qos])
-        await self._send(bytes([_SUBSCRIBE]) + _encode_length(len(body)) + body)
-
     async def _read_packet(self):
         first = (await self._reader.readexactly(1))[0]
         length = 0
@@ -201,28 +194,11 @@ class MQTTClient:
                     pid = struct.unpack("!H", body[:2])[0]
                     if pid == self._awaiting_pid:
                         self._ack.set()
-                elif packet == _PUBLISH:
-                    await self._incoming(kind, body)
-                # PINGRESP and SUBACK need nothing beyond the refreshed receive time.
+                # PINGRESP needs nothing beyond the refreshed receive time.
         except asyncio.CancelledError:
             raise
         except Exception:
             self._mark_lost()
-
-    async def _incoming(self, kind, body):
-        qos = (kind >> 1) & 3
-        topic_len = struct.unpack("!H", body[:2])[0]
-        topic = bytes(body[2:2 + topic_len]).decode()
-        at = 2 + topic_len
-        if qos:
-            pid = body[at:at + 2]
-            at += 2
-            await self._send(bytes([_PUBACK, 2]) + pid)
-        if self.on_message:
-            try:
-                self.on_message(topic, bytes(body[at:]))
-            except Exception as exc:  # a bad message must not end the connection
-                print("mqtt: on_message failed:", repr(exc))
 
     async def _ping_loop(self):
         interval_ms = self.keepalive_s * 500

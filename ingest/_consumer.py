@@ -34,6 +34,8 @@ class Stats:
         self.mqtt_connected = False
         self.latest: dict[str, dict[str, dict[str, Any]]] = {}
         self.last_seen: dict[str, int] = {}
+        # The newest status message of each device: online, its health counters, a config error.
+        self.status: dict[str, dict[str, Any]] = {}
 
     def reject(self, reason: str) -> None:
         self.counters["rejected"] += 1
@@ -47,6 +49,22 @@ class Verifier:
         self._registry = registry
         self._max_skew_ms = int(settings.max_clock_skew_s * 1000)
 
+    def _device(self, device_id: str) -> None:
+        device = self._registry.get(device_id)
+        if device is None:
+            raise RejectedMessage("unregistered", f"device {device_id!r} is not registered")
+        if not device.active:
+            raise RejectedMessage("revoked", f"device {device_id!r} is {device.status}")
+
+    def check_status(self, device_id: str, payload: bytes) -> dict[str, Any]:
+        """A registered device's status message as a dict, or raise RejectedMessage."""
+        try:
+            online, counters, error = decode.decode_status(payload)
+        except decode.ProtocolError as exc:
+            raise RejectedMessage(exc.reason, str(exc)) from exc
+        self._device(device_id)
+        return {"online": online, "counters": counters, "error": error}
+
     def check(self, topic: str, payload: bytes, now_ms: int) -> tuple[str, int, list[tuple[int, str, float]], int]:
         """Return (device, seq, readings with values, count of failed reads) or raise RejectedMessage."""
         try:
@@ -56,11 +74,7 @@ class Verifier:
             seq, readings = decode.decode_batch(payload)
         except decode.ProtocolError as exc:
             raise RejectedMessage(exc.reason, str(exc)) from exc
-        device = self._registry.get(device_id)
-        if device is None:
-            raise RejectedMessage("unregistered", f"device {device_id!r} is not registered")
-        if not device.active:
-            raise RejectedMessage("revoked", f"device {device_id!r} is {device.status}")
+        self._device(device_id)
         latest = max((t for t, _, _ in readings), default=0)
         if latest > now_ms + self._max_skew_ms:
             raise RejectedMessage(
@@ -87,9 +101,11 @@ class Consumer:
         context.load_cert_chain(str(s.mqtt_cert), str(s.mqtt_key))
         return context
 
-    def _subscription(self) -> str:
+    def _subscriptions(self) -> list[tuple[str, int]]:
         group = self._settings.mqtt_shared_group
-        return f"$share/{group}/{protocol.DATA_SUBSCRIPTION}" if group else protocol.DATA_SUBSCRIPTION
+        data = f"$share/{group}/{protocol.DATA_SUBSCRIPTION}" if group else protocol.DATA_SUBSCRIPTION
+        # Status is small and retained: every worker keeps all of it, so it is never shared.
+        return [(data, 1), (protocol.STATUS_SUBSCRIPTION, 1)]
 
     async def run(self) -> None:
         """Consume until cancelled, reconnecting with backoff."""
@@ -112,7 +128,7 @@ class Consumer:
                     self._stats.mqtt_connected = True
                     backoff = 0.5
                     log.info("connected to mqtts://%s:%s", s.mqtt_host, s.mqtt_port)
-                    await client.subscribe(self._subscription(), qos=1)
+                    await client.subscribe(self._subscriptions())
                     async for message in client.messages:
                         payload = message.payload
                         if not isinstance(payload, bytes | bytearray):
@@ -131,6 +147,9 @@ class Consumer:
     async def handle(self, topic: str, payload: bytes) -> None:
         """Process one message to its end: stored, or rejected and counted. Never raises."""
         stats = self._stats
+        if topic.endswith("/status"):
+            await self._handle_status(topic, payload)
+            return
         stats.counters["received"] += 1
         try:
             device_id, seq, readings, failed = self._verifier.check(topic, payload, int(time.time() * 1000))
@@ -154,6 +173,23 @@ class Consumer:
                 latest[sensor] = {"time_ms": timestamp_ms, "value": value}
         stats.last_seen[device_id] = int(time.time() * 1000)
         log.debug("stored %d points from %s (seq %d)", len(readings), device_id, seq)
+
+    async def _handle_status(self, topic: str, payload: bytes) -> None:
+        self._stats.counters["status_received"] += 1
+        try:
+            device_id, _ = decode.parse_topic(topic)
+            status = self._verifier.check_status(device_id, payload)
+        except decode.ProtocolError as exc:
+            self._stats.reject(exc.reason)
+            log.warning("rejected status on %r (%s): %s", topic, exc.reason, exc)
+            return
+        except RejectedMessage as exc:
+            self._stats.reject(exc.reason)
+            log.warning("rejected status on %r (%s): %s", topic, exc.reason, exc)
+            return
+        self._stats.status[device_id] = status
+        if status["error"]:
+            log.warning("device %s reports: %s", device_id, status["error"])
 
     async def _write_with_retry(self, lines: list[str]) -> None:
         """Retry until InfluxDB takes the points: holding the message back is how we lose nothing."""

@@ -94,3 +94,32 @@ def decode_batch(payload):
                 raise MalformedPayload("reading value must be finite")
         readings.append((t0 + offset, sensors[index], value))
     return seq, readings
+
+
+MAX_STATUS_BYTES = 2048
+
+
+def decode_status(payload):
+    """Decode a device's status message; returns (online, counters dict, error or None)."""
+    if len(payload) > MAX_STATUS_BYTES:
+        raise PayloadTooLarge("status of " + str(len(payload)) + " bytes exceeds " + str(MAX_STATUS_BYTES))
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeError) as exc:
+        raise MalformedPayload("status is not JSON: " + str(exc))
+    if not isinstance(obj, dict):
+        raise MalformedPayload("status must be a JSON object")
+    if obj.get("v") != PROTOCOL_VERSION:
+        raise UnsupportedVersion("protocol version " + repr(obj.get("v")) + " is not supported (expected "
+                                 + str(PROTOCOL_VERSION) + ")")
+    online = obj.get("online")
+    counters = obj.get("counters", {})
+    error = obj.get("error")
+    if not isinstance(online, bool):
+        raise MalformedPayload("status field 'online' must be true or false")
+    if not isinstance(counters, dict) or not all(
+            valid_id(k) and isinstance(v, int) and not isinstance(v, bool) for k, v in counters.items()):
+        raise MalformedPayload("status field 'counters' must map names to integers")
+    if error is not None and not isinstance(error, str):
+        raise MalformedPayload("status field 'error' must be text")
+    return online, counters, error

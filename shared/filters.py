@@ -4,7 +4,7 @@
 # (throttle_average, heartbeat, debounce, timeout) also emit on their own: the owner calls poll(now)
 # every loop and feeds what comes out to the rest of the chain. `now` is a millisecond tick from an
 # injected clock (time.ticks_ms() on a board); differences go through ticks_diff so wrap-around is safe.
-# Windows live in preallocated arrays: in steady state a sample allocates only float temporaries.
+# Windows live in preallocated lists: in steady state a sample allocates only float temporaries.
 #
 # Chains are built from their compiled form, [name, arg, ...] per filter, which the host makes from
 # the readable config (shared/filter_config.py) after checking it. The filter classes live in three
@@ -13,18 +13,29 @@
 NAN = float("nan")
 INF = float("inf")
 
-# name -> (module, class)
-_CLASSES = {
-    "offset": ("value", "Offset"), "multiply": ("value", "Multiply"), "linear": ("value", "Linear"),
-    "polynomial": ("value", "Polynomial"), "clamp": ("value", "Clamp"), "round": ("value", "Round"),
-    "round_to_multiple_of": ("value", "RoundToMultiple"), "filter_out": ("value", "FilterOut"),
-    "skip_initial": ("value", "SkipInitial"), "delta": ("value", "Delta"),
-    "median": ("window", "Median"), "quantile": ("window", "Quantile"), "min": ("window", "Min"),
-    "max": ("window", "Max"), "sliding_window_moving_average": ("window", "MovingAverage"),
-    "exponential_moving_average": ("window", "ExponentialMovingAverage"),
-    "throttle": ("time", "Throttle"), "throttle_average": ("time", "ThrottleAverage"),
-    "heartbeat": ("time", "Heartbeat"), "debounce": ("time", "Debounce"), "timeout": ("time", "Timeout"),
-}
+# "name family Class" for every filter: one string rather than a dict of tuples, which costs a small
+# node several kilobytes of RAM.
+_TABLE = (" offset value Offset multiply value Multiply linear value Linear polynomial value Polynomial"
+          " clamp value Clamp round value Round round_to_multiple_of value RoundToMultiple"
+          " filter_out value FilterOut skip_initial value SkipInitial delta value Delta"
+          " median window Median quantile window Quantile min window Min max window Max"
+          " sliding_window_moving_average window MovingAverage"
+          " exponential_moving_average window ExponentialMovingAverage throttle time Throttle"
+          " throttle_average time ThrottleAverage heartbeat time Heartbeat debounce time Debounce"
+          " timeout time Timeout ")
+
+
+def _lookup(name):
+    """(family, class name) of a filter, or None."""
+    at = _TABLE.find(" " + name + " ") if isinstance(name, str) else -1
+    if at < 0 or name[0] < "a":
+        return None
+    start = at + len(name) + 2
+    middle = _TABLE.find(" ", start)
+    family = _TABLE[start:middle]
+    if family not in ("value", "window", "time"):  # matched a family or class word, not a name
+        return None
+    return family, _TABLE[middle + 1:_TABLE.find(" ", middle + 1)]
 
 
 class Filter:
@@ -107,13 +118,14 @@ def from_compiled(compiled):
     filters = []
     for i in range(len(compiled)):
         item = compiled[i]
-        if not isinstance(item, list) or not item or item[0] not in _CLASSES and item[0] != "or":
+        found = _lookup(item[0]) if isinstance(item, list) and item else None
+        if found is None and not (isinstance(item, list) and item and item[0] == "or"):
             raise ValueError("filter " + str(i) + ": unknown " + repr(item))
         try:
-            if item[0] == "or":
+            if found is None:
                 filters.append(Or(from_compiled(item[1]).filters))
             else:
-                family, name = _CLASSES[item[0]]
+                family, name = found
                 module = __import__("shared.filters_" + family, None, None, [name])
                 filters.append(getattr(module, name)(*item[1:]))
         except (TypeError, ValueError, IndexError) as exc:

@@ -1,6 +1,5 @@
 # Sliding-window filters and the exponential moving average (see shared/filters.py).
 import math
-from array import array
 
 from shared.filters import NAN, Filter
 
@@ -14,8 +13,10 @@ class _Window(Filter):
     compute() over the non-NaN ones (NaN if none), the first time after send_first_at values."""
 
     def __init__(self, window_size, send_every, send_first_at):
-        self.window = array("f", [0.0] * window_size)
-        self.scratch = array("f", [0.0] * window_size)
+        # Preallocated lists, not array('f'): reading an array element boxes a new float on the heap,
+        # while a list holds the float objects that came in, so sorting them allocates nothing.
+        self.window = [0.0] * window_size
+        self.scratch = [0.0] * window_size
         self.size = window_size
         self.count = 0
         self.head = 0
@@ -118,6 +119,7 @@ class MovingAverage(_Window):
 class ExponentialMovingAverage(Filter):
     def __init__(self, alpha, send_every, send_first_at):
         self.alpha = alpha
+        self.keep = 1.0 - alpha
         self.accumulator = 0.0
         self.first = True
         self.send_every = send_every
@@ -129,7 +131,7 @@ class ExponentialMovingAverage(Filter):
                 self.accumulator = value
                 self.first = False
             else:
-                self.accumulator = self.alpha * value + (1.0 - self.alpha) * self.accumulator
+                self.accumulator = self.alpha * value + self.keep * self.accumulator
         self.send_at += 1
         if self.send_at < self.send_every:
             return None

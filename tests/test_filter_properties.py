@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import struct
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,11 +14,6 @@ finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, width=32)
 maybe_nan = st.one_of(finite, st.just(math.nan))
 
 
-def f32(x: float) -> float:
-    """What a window stores: the value rounded to single precision, as on an ESP32."""
-    return float(struct.unpack("f", struct.pack("f", x))[0])
-
-
 @given(st.lists(maybe_nan, min_size=1, max_size=60), st.integers(1, 12), st.integers(1, 12))
 def test_median_lies_within_its_windows_min_and_max(values: list[float], window: int, every: int) -> None:
     chain = build_chain([{"median": {"window_size": window, "send_every": every, "send_first_at": 1}}])
@@ -27,7 +21,7 @@ def test_median_lies_within_its_windows_min_and_max(values: list[float], window:
         out = chain.process(value, i)
         if out is None:
             continue
-        current = [f32(v) for v in values[max(0, i - window + 1) : i + 1] if not math.isnan(v)]
+        current = [v for v in values[max(0, i - window + 1) : i + 1] if not math.isnan(v)]
         if not current:
             assert math.isnan(out)
         else:

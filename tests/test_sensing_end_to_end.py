@@ -71,3 +71,41 @@ def test_configured_chain_on_the_firmware_stores_the_predicted_values(
     assert by_sensor == expected
     stopped = json.loads(result.stdout.rsplit("stopped: ", 1)[1])
     assert stopped["read_errors"] == 1  # the empty temperature cell
+
+
+def test_node_falls_back_to_its_last_good_config_and_says_why(
+    stack: StackInfo, ingest: IngestInfo, uid: str, workdir: Path
+) -> None:
+    import httpx
+
+    from tests.support import wait_until
+
+    device = f"fallback-{uid}"
+    bundle = stack.add_device(device, sample_interval_ms=50, batch_max_readings=10, batch_max_age_ms=60000)
+    csv = workdir / "raw.csv"
+    csv.write_text("temperature\n1.0\n2.0\n3.0\n")  # replayed columns take the filters of same-named sensors
+    first = run_node(bundle, replay=csv)
+    assert first.returncode == 0, first.stdout
+    assert (bundle / "config.last-good.json").read_text() == (bundle / "config.json").read_text()
+
+    # A config the node cannot use: a filter it does not know (written by hand, past the host's checks).
+    config = json.loads((bundle / "config.json").read_text())
+    config["sensors"][0]["filters"] = [["smoothen", 3]]
+    (bundle / "config.json").write_text(json.dumps(config))
+    second = run_node(bundle, replay=csv)
+
+    assert second.returncode == 0, second.stdout
+    assert (
+        "config error: sensor 'temperature': filter 0: unknown ['smoothen', 3] ; running on the last good config"
+        in (second.stdout)
+    )
+    assert len(stack.wait_points(device, 6)) == 6  # both runs stored their three readings
+
+    def report() -> dict[str, object] | None:
+        devices = httpx.get(f"{ingest.url}/api/devices").json()
+        mine = next(d for d in devices if d["id"] == device)
+        return mine["report"] if mine["report"] and mine["report"]["error"] else None
+
+    status = wait_until(report)
+    assert status["error"] == "sensor 'temperature': filter 0: unknown ['smoothen', 3]"
+    assert status["online"] is False  # the node said goodbye at the end of its replay

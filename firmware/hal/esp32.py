@@ -32,9 +32,9 @@ class Esp32Board:
     def ticks_ms(self):
         return time.ticks_ms()
 
-    async def connect_network(self, config):
+    async def connect_network(self, wifi):
         """Join the configured Wi-Fi (waiting up to 20 s) and set the clock once by NTP."""
-        wifi = config.get("wifi") or {}
+        wifi = wifi or {}
         if not self._wlan.isconnected():
             if not wifi.get("ssid"):
                 raise ConfigError("the config has no wifi.ssid")

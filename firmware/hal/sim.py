@@ -44,7 +44,7 @@ class SimBoard:
     def running(self):
         return self.duration_ms is None or self._elapsed() < self.duration_ms
 
-    async def connect_network(self, config):
+    async def connect_network(self, wifi):
         return True  # the unix port is always on the network
 
     # --- sensors -------------------------------------------------------------------------------------

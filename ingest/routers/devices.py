@@ -19,6 +19,8 @@ async def list_devices(registry: RegistryDep, stats: StatsDep) -> list[dict[str,
             "status": device.status,
             "created_at": device.created_at,
             "last_seen_ms": stats.last_seen.get(device.id),
+            # The device's own report (retained status message): online, health counters, config error.
+            "report": stats.status.get(device.id),
         }
         for device in registry.list()
     ]

@@ -282,3 +282,13 @@ def test_config_errors_name_the_culprit():
     for specs, message in cases:
         exc = raises(FilterConfigError, build_chain, specs)
         assert str(exc).startswith(message), str(exc)
+
+
+def test_compiled_chains_are_checked_on_the_node():
+    from shared.filters import from_compiled
+
+    assert from_compiled([["offset", 1.5], ["or", [["throttle", 100], ["delta", 2.0, False]]]]).process(1.0, 0) == 2.5
+    for bad in ([["value", 1]], [["Offset", 1]], [["time"]], [["smooth", 3]], [[]], ["offset"], [5]):
+        assert str(raises(ValueError, from_compiled, bad)).startswith("filter 0: unknown")
+    assert str(raises(ValueError, from_compiled, [["round", 1], ["median", 5]])).startswith("filter 1 (median):")
+    raises(ValueError, from_compiled, {"offset": 1})

@@ -110,3 +110,14 @@ def test_status_message():
 def test_status_message_carries_a_config_error():
     assert json.loads(protocol.encode_status(True, None, "bad filter")) == {
         "v": 1, "online": True, "error": "bad filter"}
+
+
+def test_status_decodes_and_is_checked():
+    assert decode.decode_status(protocol.encode_status(True, {"dropped": 3}, "bad filter")) == (
+        True, {"dropped": 3}, "bad filter")
+    assert decode.decode_status(protocol.encode_status(False)) == (False, {}, None)
+    for bad in (b"nope", b'{"v":1}', b'{"v":1,"online":1}', b'{"v":1,"online":true,"counters":{"x":"y"}}',
+                b'{"v":1,"online":true,"error":5}'):
+        raises(decode.MalformedPayload, decode.decode_status, bad)
+    raises(decode.UnsupportedVersion, decode.decode_status, b'{"v":9,"online":true}')
+    raises(decode.PayloadTooLarge, decode.decode_status, b" " * 3000)

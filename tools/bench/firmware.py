@@ -1,0 +1,204 @@
+"""`make bench-firmware`: what the node costs, measured side by side in one run; prints Markdown.
+
+- the per-sample cost of a four-filter chain under the MicroPython unix port, against an empty chain;
+- bytes per reading of the batch payload against a plain JSON object per reading;
+- the node's heap in steady state, and a run of the full firmware (compiled to .mpy, as for a board)
+  for --minutes of simulated time at each heap size given, against a real broker over mutual TLS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.progress import Progress
+
+from shared.protocol import encode_batch
+from tools._config import check_sensing
+from tools._devices import add_device
+from tools._home import Home
+from tools._mpy import build_mpy
+from tools._process import free_port
+from tools._simulate import micropython_binary
+from tools._stack import Stack
+
+HERE = Path(__file__).resolve().parent
+# The node measured: two simulated sensors, one with a four-filter chain, a small outbox.
+SENSING: dict[str, Any] = {
+    "sample_interval_ms": 1000,
+    "batch": {"max_readings": 30, "max_age_ms": 10000},
+    "outbox": {"capacity": 16, "max_bytes": 4096},
+    "sensors": [
+        {
+            "name": "temperature",
+            "type": "sim",
+            "signal": "temperature",
+            "filters": [
+                {"median": {"window_size": 5, "send_every": 1}},
+                {"offset": -0.3},
+                {"exponential_moving_average": {"alpha": 0.2, "send_every": 1}},
+                {"round": 2},
+            ],
+        },
+        {
+            "name": "humidity",
+            "type": "sim",
+            "signal": "humidity",
+            "filters": [{"clamp": {"min_value": 0, "max_value": 100}}, {"delta": 0.5}],
+        },
+    ],
+}
+
+
+def _env(mpy: Path) -> dict[str, str]:
+    return dict(os.environ, MICROPYPATH=f".frozen:{mpy}")
+
+
+def filter_cost(mpy: Path, samples: int, heap: str) -> dict[str, dict[str, float]]:
+    # At a node's heap size: with the default 2 MB every collection sweeps 2 MB, which makes
+    # float-allocating filters look several times slower than they are on a board.
+    result = subprocess.run(
+        [micropython_binary(), "-X", f"heapsize={heap}", str(HERE / "mp_filter_cost.py"), str(samples)],
+        env=_env(mpy),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if result.returncode != 0:
+        sys.exit(f"the filter timing failed under MicroPython:\n{result.stdout}{result.stderr}")
+    data: dict[str, dict[str, float]] = json.loads(result.stdout.strip().splitlines()[-1])
+    return data
+
+
+def bytes_per_reading() -> dict[str, float]:
+    """A batch of 20 ticks x 3 sensors against one JSON object per reading, as a naive node would send."""
+    sensors = ["temperature", "humidity", "pressure"]
+    t0 = 1795311729979
+    readings = [(tick * 1000, i, round(20 + i * 20 + tick * 0.07, 2)) for tick in range(20) for i in range(3)]
+    batch = encode_batch(17, t0, sensors, readings)
+    plain = [
+        json.dumps({"device": "node-1", "sensor": sensors[i], "timestamp": t0 + off, "value": v})
+        for off, i, v in readings
+    ]
+    return {
+        "readings": len(readings),
+        "batch_bytes": len(batch),
+        "batch_per_reading": len(batch) / len(readings),
+        "plain_per_reading": sum(len(p) for p in plain) / len(plain),
+    }
+
+
+def run_node(mpy: Path, bundle: Path, heap: str, minutes: float, scale: int) -> dict[str, Any]:
+    argv = [
+        micropython_binary(),
+        "-X",
+        f"heapsize={heap}",
+        "-m",
+        "firmware.main",
+        str(bundle),
+        "--duration",
+        str(minutes * 60),
+        "--time-scale",
+        str(scale),
+        "--stats-every",
+        "60",
+    ]
+    started = time.monotonic()
+    result = subprocess.run(argv, env=_env(mpy), capture_output=True, text=True, timeout=minutes * 60 / scale + 120)
+    heaps = [json.loads(line.split("heap: ", 1)[1]) for line in result.stdout.splitlines() if line.startswith("heap: ")]
+    stopped = re.search(r"^stopped: (.*)$", result.stdout, re.M)
+    error = re.search(r"^(MemoryError.*)$", result.stdout + result.stderr, re.M)
+    return {
+        "heap": heap,
+        "ok": result.returncode == 0 and error is None and stopped is not None,
+        "error": error[1] if error else (None if result.returncode == 0 else result.stdout[-300:]),
+        "alloc": [h["alloc"] for h in heaps],
+        "device_s": heaps[-1]["device_s"] if heaps else 0,
+        "counters": json.loads(stopped[1]) if stopped else None,
+        "seconds": time.monotonic() - started,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", type=int, default=20000, help="samples per filter timing run")
+    parser.add_argument("--minutes", type=float, default=10, help="simulated minutes per firmware run")
+    parser.add_argument("--time-scale", type=int, default=20, help="device time runs this much faster")
+    parser.add_argument("--heaps", default="64k,96k,112k,128k", help="heap sizes for the firmware runs")
+    parser.add_argument("--filter-heap", default="128k", help="heap size for the filter timing")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="fieldlink-bench-") as tmp:
+        root = Path(tmp)
+        mpy = root / "mpy"
+        modules = build_mpy(mpy, exclude=("hal/esp32",))
+        home = Home(root / "home")
+        stack = Stack(home)
+        stack.up(free_port(), free_port(), free_port())
+        try:
+            _, bundle = add_device(home, "bench-node", sensing=check_sensing(SENSING))
+            heaps = args.heaps.split(",")
+            with Progress(transient=True) as progress:
+                task = progress.add_task("benchmarking", total=2 + len(heaps))
+                cost = filter_cost(mpy, args.samples, args.filter_heap)
+                progress.advance(task)
+                sizes = bytes_per_reading()
+                progress.advance(task)
+                runs = []
+                for heap in heaps:
+                    runs.append(run_node(mpy, bundle, heap, args.minutes, args.time_scale))
+                    progress.advance(task)
+        finally:
+            stack.down()
+
+    command = "make bench-firmware" + (f" BENCH_ARGS='{' '.join(sys.argv[1:])}'" if sys.argv[1:] else "")
+    four, empty = cost["four"], cost["empty"]
+    print(
+        f"<!-- produced by `{command}` on {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
+        f"{os.cpu_count()} cores; {len(modules)} modules compiled with mpy-cross -->"
+    )
+    print(f"\n### Filter chain, per sample (MicroPython unix port, `-X heapsize={args.filter_heap}`)\n")
+    print("| chain | µs per sample | bytes allocated per sample | heap growth after collection |")
+    print("| --- | --- | --- | --- |")
+    print(
+        f"| empty (loop and call only) | {empty['us_per_sample']:.2f} | {empty['bytes_per_sample']:.1f} | "
+        f"{empty['heap_growth_bytes']} |"
+    )
+    print(
+        f"| median(5) → offset → EMA → round | {four['us_per_sample']:.2f} | {four['bytes_per_sample']:.1f} | "
+        f"{four['heap_growth_bytes']} |"
+    )
+    print(
+        f"\nThe four filters cost {four['us_per_sample'] / max(empty['us_per_sample'], 1e-9):.1f}× the empty "
+        f"chain; {args.samples} samples, best of five, both in one process."
+    )
+    print("\n### Payload size\n")
+    print(
+        f"A batch of {sizes['readings']} readings (20 ticks × 3 sensors) is {sizes['batch_bytes']} bytes: "
+        f"{sizes['batch_per_reading']:.1f} bytes per reading, against {sizes['plain_per_reading']:.1f} for a "
+        f"plain JSON object per reading ({sizes['plain_per_reading'] / sizes['batch_per_reading']:.1f}× "
+        "larger)."
+    )
+    print(f"\n### Full firmware, {args.minutes:g} simulated minutes (time scale {args.time_scale}), broker over mTLS\n")
+    print(
+        "| heap (`-X heapsize`) | result | steady-state heap allocated (bytes, after collection) | "
+        "device counters at the end |"
+    )
+    print("| --- | --- | --- | --- |")
+    for run in runs:
+        steady = f"{min(run['alloc'])}–{max(run['alloc'])}" if run["alloc"] else "—"
+        result = f"ran {run['device_s']} s of device time" if run["ok"] else f"failed: {run['error']}"
+        print(f"| {run['heap']} | {result} | {steady} | {json.dumps(run['counters']) if run['counters'] else '—'} |")
+
+
+if __name__ == "__main__":
+    main()
