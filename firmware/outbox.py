@@ -24,20 +24,21 @@ class Outbox:
     def capacity(self):
         return len(self._slots)
 
-    def _drop_oldest(self):
+    def _take(self):
         item = self._slots[self._head]
         self._slots[self._head] = None
         self._head = (self._head + 1) % len(self._slots)
         self._count -= 1
         self.bytes -= len(item)
-        self.dropped += 1
+        return item
 
     def push(self, item):
         if len(item) > self.max_bytes:  # can never fit: count it rather than empty the ring for it
             self.dropped += 1
             return
         while self._count == len(self._slots) or self.bytes + len(item) > self.max_bytes:
-            self._drop_oldest()
+            self._take()
+            self.dropped += 1
         self._slots[(self._head + self._count) % len(self._slots)] = item
         self._count += 1
         self.bytes += len(item)
@@ -49,10 +50,5 @@ class Outbox:
     def pop(self):
         if not self._count:
             return None
-        item = self._slots[self._head]
-        self._slots[self._head] = None
-        self._head = (self._head + 1) % len(self._slots)
-        self._count -= 1
-        self.bytes -= len(item)
         self.sent += 1
-        return item
+        return self._take()

@@ -82,27 +82,22 @@ class Quantile(_Window):
 
 
 class Min(_Window):
+    largest = False
+
     def compute(self):
         n = self._finite_into_scratch()
         if n == 0:
             return NAN
-        best = self.scratch[0]
+        scratch = self.scratch
+        best = scratch[0]
         for i in range(1, n):
-            if self.scratch[i] < best:
-                best = self.scratch[i]
+            if (scratch[i] > best) if self.largest else (scratch[i] < best):
+                best = scratch[i]
         return best
 
 
-class Max(_Window):
-    def compute(self):
-        n = self._finite_into_scratch()
-        if n == 0:
-            return NAN
-        best = self.scratch[0]
-        for i in range(1, n):
-            if self.scratch[i] > best:
-                best = self.scratch[i]
-        return best
+class Max(Min):
+    largest = True
 
 
 class MovingAverage(_Window):

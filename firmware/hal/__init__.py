@@ -5,6 +5,35 @@ class ConfigError(ValueError):
     """The device configuration cannot be used as given."""
 
 
+class Board:
+    """What the node asks of a board. Boards override what differs: time, network, drivers."""
+
+    name = "board"
+
+    def sensor_specs(self, config):
+        return config.get("sensors")
+
+    def before_measure(self, now_ms):
+        pass
+
+    def running(self):
+        return True  # a board samples until it loses power
+
+    def trace(self, payload):
+        pass
+
+    def feed_watchdog(self):
+        pass
+
+    def read_file(self, path):
+        with open(path, "rb") as f:
+            return f.read()
+
+    def write_file(self, path, data):
+        with open(path, "wb") as f:
+            f.write(data)
+
+
 def parse_rom(text, where):
     """A 1-Wire ROM from 16 hex digits (None if not given)."""
     if text is None:

@@ -8,14 +8,14 @@ import network
 import ntptime
 import onewire
 
-from firmware.hal import ConfigError, parse_rom
+from firmware.hal import Board, ConfigError, parse_rom
 
 # MicroPython ports whose epoch is 2000-01-01 need this added to reach Unix time.
 _EPOCH_2000_MS = 946684800000
 _ATTENUATIONS = {"0db": "ATTN_0DB", "2.5db": "ATTN_2_5DB", "6db": "ATTN_6DB", "11db": "ATTN_11DB"}
 
 
-class Esp32Board:
+class Esp32Board(Board):
     name = "esp32"
 
     def __init__(self, watchdog_ms=30000):
@@ -53,9 +53,6 @@ class Esp32Board:
             except OSError as exc:
                 print("ntp failed:", repr(exc))
         return self._wlan.isconnected()
-
-    def sensor_specs(self, config):
-        return config.get("sensors")
 
     def _bus(self, config, name, kind, where):
         bus = self._buses.get(name)
@@ -113,30 +110,9 @@ class Esp32Board:
         self._drivers[key] = driver
         return driver
 
-    def before_measure(self, now_ms):
-        pass
-
     async def sleep_ms(self, ms):
         await asyncio.sleep(ms / 1000)
-
-    def running(self):
-        return True  # a board samples until it loses power
-
-    def trace(self, payload):
-        pass
 
     def feed_watchdog(self):
         self._wdt.feed()
 
-    def read_file(self, path):
-        with open(path, "rb") as f:
-            return f.read()
-
-    def write_file(self, path, data):
-        with open(path, "wb") as f:
-            f.write(data)
-
-    def fatal(self, message):
-        print("fatal:", message)
-        time.sleep(5)
-        machine.reset()

@@ -2,14 +2,13 @@
 # and sensors that are simulated signals, replayed CSV rows, or real drivers talking to emulated chips
 # on simulated buses. Used by `fieldlink simulate`, the tests and the benchmarks.
 import asyncio
-import sys
 import time
 
 from firmware.drivers.sources import Signal, SignalDriver
-from firmware.hal import ConfigError
+from firmware.hal import Board, ConfigError
 
 
-class SimBoard:
+class SimBoard(Board):
     name = "sim"
 
     def __init__(self, replay_path=None, trace_path=None, duration_s=None, time_scale=1):
@@ -93,17 +92,3 @@ class SimBoard:
             self._trace.write(payload + b"\n")
             self._trace.flush()
 
-    def feed_watchdog(self):
-        pass
-
-    def read_file(self, path):
-        with open(path, "rb") as f:
-            return f.read()
-
-    def write_file(self, path, data):
-        with open(path, "wb") as f:
-            f.write(data)
-
-    def fatal(self, message):
-        print("fatal:", message)
-        sys.exit(2)
