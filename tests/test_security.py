@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import ssl
 import time
 from pathlib import Path
@@ -27,12 +28,21 @@ def _device_client(stack: StackInfo, device: str) -> object:
 
 
 def test_certificate_from_another_ca_is_refused(stack: StackInfo, uid: str, workdir: Path) -> None:
+    import socket
+
     rogue = CertificateAuthority(workdir / "rogue")
     rogue.create("rogue CA")
     rogue.issue(f"rogue-{uid}", workdir / "rogue.pem", workdir / "rogue.key")
-    fleet_ca = Home(stack.home).pki / "ca.pem"
-    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
-        mqtt_client(stack.mqtt_port, fleet_ca, workdir / "rogue.pem", workdir / "rogue.key", f"rogue-{uid}")
+    context = ssl.create_default_context(cafile=str(Home(stack.home).pki / "ca.pem"))
+    context.load_cert_chain(str(workdir / "rogue.pem"), str(workdir / "rogue.key"))
+    # The broker checks the client certificate during the handshake and answers with an alert.
+    with (
+        socket.create_connection(("127.0.0.1", stack.mqtt_port), timeout=10) as raw,
+        pytest.raises(ssl.SSLError, match="unknown ca"),
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(b"\x10\x00")  # TLS 1.3 would report the alert at the first read or write
+        tls.recv(1)
 
 
 def test_firmware_with_a_foreign_certificate_stores_nothing(
@@ -47,6 +57,9 @@ def test_firmware_with_a_foreign_certificate_stores_nothing(
 
     _write_der(workdir / "cert.pem", bundle / "cert.der", private=False)
     _write_der(workdir / "key.pem", bundle / "key.der", private=True)
+    config = json.loads((bundle / "config.json").read_text())
+    config["drain_timeout_ms"] = 2000  # it will never connect: don't wait the default 15 s to give up
+    (bundle / "config.json").write_text(json.dumps(config))
 
     result = run_node(bundle, duration_s=1.0, timeout=60)
 
@@ -121,3 +134,26 @@ def test_device_key_files_are_private(stack: StackInfo, uid: str) -> None:
     for name in ("key.pem", "key.der"):
         assert (bundle / name).stat().st_mode & 0o777 == 0o600
     assert (Home(stack.home).pki / "ca.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_status_of_an_unregistered_device_is_refused(
+    stack: StackInfo, ingest: IngestInfo, uid: str, workdir: Path
+) -> None:
+    import httpx
+
+    from shared.protocol import encode_status
+
+    ghost = f"phantom-{uid}"
+    CertificateAuthority(Home(stack.home).pki).issue(ghost, workdir / "cert.pem", workdir / "key.pem")
+    before = ingest.counters().get("rejected_unregistered", 0)
+    client = mqtt_client(
+        stack.mqtt_port, Home(stack.home).pki / "ca.pem", workdir / "cert.pem", workdir / "key.pem", ghost
+    )
+    try:
+        publish(client, f"fl/v1/{ghost}/status", encode_status(True, {"dropped": 0}, "pretend"))
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    wait_until(lambda: ingest.counters().get("rejected_unregistered", 0) == before + 1)
+    assert all(d["id"] != ghost for d in httpx.get(f"{ingest.url}/api/devices").json())
+    assert f"rejected status on 'fl/v1/{ghost}/status' (unregistered)" in ingest.log.read_text()
