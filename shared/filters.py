@@ -7,35 +7,16 @@
 # Windows live in preallocated lists: in steady state a sample allocates only float temporaries.
 #
 # Chains are built from their compiled form, [name, arg, ...] per filter, which the host makes from
-# the readable config (shared/filter_config.py) after checking it. The filter classes live in three
-# modules (value, window, time) imported only when a chain uses them: a node's RAM holds the code of
-# the filters it runs and no more.
+# the readable config (shared/filter_config.py) after checking it. Each filter lives in a module of its
+# own (shared/filterlib/), imported only when a chain uses it: a node's RAM holds the code of the
+# filters it runs and no more.
 NAN = float("nan")
 INF = float("inf")
 
-# "name family Class" for every filter: one string rather than a dict of tuples, which costs a small
-# node several kilobytes of RAM.
-_TABLE = (" offset value Offset multiply value Multiply linear value Linear polynomial value Polynomial"
-          " clamp value Clamp round value Round round_to_multiple_of value RoundToMultiple"
-          " filter_out value FilterOut skip_initial value SkipInitial delta value Delta"
-          " median window Median quantile window Quantile min window Min max window Max"
-          " sliding_window_moving_average window MovingAverage"
-          " exponential_moving_average window ExponentialMovingAverage throttle time Throttle"
-          " throttle_average time ThrottleAverage heartbeat time Heartbeat debounce time Debounce"
-          " timeout time Timeout ")
-
-
-def _lookup(name):
-    """(family, class name) of a filter, or None."""
-    at = _TABLE.find(" " + name + " ") if isinstance(name, str) else -1
-    if at < 0 or name[0] < "a":
-        return None
-    start = at + len(name) + 2
-    middle = _TABLE.find(" ", start)
-    family = _TABLE[start:middle]
-    if family not in ("value", "window", "time"):  # matched a family or class word, not a name
-        return None
-    return family, _TABLE[middle + 1:_TABLE.find(" ", middle + 1)]
+# Every filter's compiled name; its code is shared/filterlib/<name>.py, whose `make` builds it.
+_NAMES = (" offset multiply linear polynomial clamp round round_to_multiple_of filter_out skip_initial delta"
+          " median quantile min max sliding_window_moving_average exponential_moving_average throttle"
+          " throttle_average heartbeat debounce timeout ")
 
 
 class Filter:
@@ -118,16 +99,15 @@ def from_compiled(compiled):
     filters = []
     for i in range(len(compiled)):
         item = compiled[i]
-        found = _lookup(item[0]) if isinstance(item, list) and item else None
-        if found is None and not (isinstance(item, list) and item and item[0] == "or"):
+        name = item[0] if isinstance(item, list) and item and isinstance(item[0], str) else ""
+        if not name or name[0] < "a" or (" " + name + " ") not in _NAMES and name != "or":
             raise ValueError("filter " + str(i) + ": unknown " + repr(item))
         try:
-            if found is None:
+            if name == "or":
                 filters.append(Or(from_compiled(item[1]).filters))
             else:
-                family, name = found
-                module = __import__("shared.filters_" + family, None, None, [name])
-                filters.append(getattr(module, name)(*item[1:]))
+                module = __import__("shared.filterlib." + name, None, None, ["make"])
+                filters.append(module.make(*item[1:]))
         except (TypeError, ValueError, IndexError) as exc:
             raise ValueError("filter " + str(i) + " (" + item[0] + "): " + str(exc))
     return Chain(filters)

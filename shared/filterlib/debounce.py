@@ -1,0 +1,38 @@
+# debounce: the last value once nothing new came for a period (see shared/filters.py).
+from shared.filters import Filter
+
+try:
+    from time import ticks_add as _ticks_add
+    from time import ticks_diff as _ticks_diff
+except ImportError:  # CPython: ticks are plain integers
+
+    def _ticks_diff(a, b):
+        return a - b
+
+    def _ticks_add(a, b):
+        return a + b
+
+
+class Debounce(Filter):
+    timed = True
+
+    def __init__(self, period_ms):
+        self.period = period_ms
+        self.pending = False
+        self.deadline = 0
+        self.last = 0.0
+
+    def process(self, value, now):
+        self.last = value
+        self.pending = True
+        self.deadline = _ticks_add(now, self.period)
+        return None
+
+    def poll(self, now):
+        if self.pending and _ticks_diff(now, self.deadline) >= 0:
+            self.pending = False
+            return self.last
+        return None
+
+
+make = Debounce

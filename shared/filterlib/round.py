@@ -1,0 +1,26 @@
+# round: to a number of decimals, half away from zero (see shared/filters.py).
+import math
+
+from shared.filters import INF, Filter
+
+
+def _isnan(value):
+    return value != value
+
+
+def _round_half_away(x):
+    # ESPHome's roundf(); Python's round() rounds half to even, and MicroPython's differs again.
+    return math.floor(x + 0.5) if x >= 0 else -math.floor(-x + 0.5)
+
+
+class Round(Filter):
+    def __init__(self, decimals):
+        self.scale = 10.0 ** decimals
+
+    def process(self, value, now):
+        if _isnan(value) or value in (INF, -INF):
+            return value
+        return _round_half_away(value * self.scale) / self.scale
+
+
+make = Round

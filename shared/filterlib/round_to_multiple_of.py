@@ -1,0 +1,26 @@
+# round_to_multiple_of: the nearest multiple, ties to even (see shared/filters.py).
+import math
+
+from shared.filters import INF, Filter
+
+
+def _isnan(value):
+    return value != value
+
+
+class RoundToMultiple(Filter):
+    def __init__(self, multiple):
+        self.multiple = multiple
+
+    def process(self, value, now):
+        if _isnan(value) or value in (INF, -INF):
+            return value
+        # value - remainderf(value, multiple): the nearest multiple, ties to the even one.
+        q = value / self.multiple
+        n = math.floor(q + 0.5)
+        if n - q == 0.5 and n % 2:
+            n -= 1
+        return n * self.multiple
+
+
+make = RoundToMultiple

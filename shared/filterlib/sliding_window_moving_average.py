@@ -1,0 +1,17 @@
+# the mean of a sliding window (see shared/filters.py).
+from shared.filters import NAN
+from shared.filterlib._window import _Window
+
+
+class MovingAverage(_Window):
+    def compute(self):
+        n = self._finite_into_scratch()
+        if n == 0:
+            return NAN
+        total = 0.0
+        for i in range(n):
+            total += self.scratch[i]
+        return total / n
+
+
+make = MovingAverage

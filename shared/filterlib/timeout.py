@@ -1,0 +1,37 @@
+# timeout: a value (NaN by default) once nothing came for a period (see shared/filters.py).
+from shared.filters import NAN, Filter
+
+try:
+    from time import ticks_add as _ticks_add
+    from time import ticks_diff as _ticks_diff
+except ImportError:  # CPython: ticks are plain integers
+
+    def _ticks_diff(a, b):
+        return a - b
+
+    def _ticks_add(a, b):
+        return a + b
+
+
+class Timeout(Filter):
+    timed = True
+
+    def __init__(self, period_ms, value):
+        self.period = period_ms
+        self.value = NAN if value is None else value
+        self.armed = False
+        self.deadline = 0
+
+    def process(self, value, now):
+        self.armed = True
+        self.deadline = _ticks_add(now, self.period)
+        return value
+
+    def poll(self, now):
+        if self.armed and _ticks_diff(now, self.deadline) >= 0:
+            self.armed = False
+            return self.value
+        return None
+
+
+make = Timeout
