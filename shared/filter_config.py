@@ -3,17 +3,13 @@
 # form a node builds its chains from ([name, arg, ...], see shared/filters.py). The host runs this
 # before a config goes into a device bundle; nodes never load it.
 
-from shared.filters import INF, NAN, from_compiled
+from shared.filters import INF, NAN, from_compiled, isnan
 
 MAX_WINDOW = 256  # window sizes beyond this cost more RAM than a node should spend on one filter
 
 
 class FilterConfigError(ValueError):
     """A filter spec that cannot be built; the message names the filter and the wrong value."""
-
-
-def _isnan(value):
-    return value != value
 
 
 def parse_duration_ms(value, where):
@@ -102,7 +98,7 @@ def _number(value, where, name):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise FilterConfigError(where + ": " + name + " must be a number, got " + repr(value))
     value = float(value)
-    if _isnan(value) or value in (INF, -INF):
+    if isnan(value) or value in (INF, -INF):
         raise FilterConfigError(where + ": " + name + " must be finite, got " + repr(value))
     return value
 
@@ -200,7 +196,7 @@ def _build_one(name, spec, where):
                 parsed.append(NAN)
             else:
                 parsed.append(_number(v, where, "value"))
-        return ["filter_out", [v for v in parsed if not _isnan(v)], any(_isnan(v) for v in parsed)]
+        return ["filter_out", [v for v in parsed if not isnan(v)], any(isnan(v) for v in parsed)]
     if name == "skip_initial":
         return ["skip_initial", _integer(spec, where, "count", 0, 100000)]
     if name in ("median", "min", "max"):
@@ -245,7 +241,7 @@ def _build_one(name, spec, where):
             p = _params(spec, where, ("time", "value"))
             value = p.get("value", NAN)
             value = NAN if isinstance(value, str) and value.lower() == "nan" else _number(value, where, "value")
-            return ["timeout", parse_duration_ms(p.get("time"), where), None if _isnan(value) else value]
+            return ["timeout", parse_duration_ms(p.get("time"), where), None if isnan(value) else value]
         return ["timeout", parse_duration_ms(spec, where), None]
     if name == "delta":
         if isinstance(spec, str) and spec.strip().endswith("%"):

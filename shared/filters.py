@@ -13,6 +13,20 @@
 NAN = float("nan")
 INF = float("inf")
 
+try:
+    from time import ticks_add, ticks_diff
+except ImportError:  # CPython: ticks are plain integers
+
+    def ticks_diff(a, b):
+        return a - b
+
+    def ticks_add(a, b):
+        return a + b
+
+
+def isnan(value):
+    return value != value
+
 # Every filter's compiled name; its code is shared/filterlib/<name>.py, whose `make` builds it.
 _NAMES = (" offset multiply linear polynomial clamp round round_to_multiple_of filter_out skip_initial delta"
           " median quantile min max sliding_window_moving_average exponential_moving_average throttle"

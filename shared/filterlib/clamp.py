@@ -1,9 +1,5 @@
 # clamp: bounds, or drop what is out of range (see shared/filters.py).
-from shared.filters import INF, Filter
-
-
-def _isnan(value):
-    return value != value
+from shared.filters import INF, Filter, isnan
 
 
 class Clamp(Filter):
@@ -13,7 +9,7 @@ class Clamp(Filter):
         self.ignore = ignore_out_of_range
 
     def process(self, value, now):
-        if _isnan(value):
+        if isnan(value):
             return value
         if value < self.low:
             return None if self.ignore else self.low

@@ -1,16 +1,5 @@
 # debounce: the last value once nothing new came for a period (see shared/filters.py).
-from shared.filters import Filter
-
-try:
-    from time import ticks_add as _ticks_add
-    from time import ticks_diff as _ticks_diff
-except ImportError:  # CPython: ticks are plain integers
-
-    def _ticks_diff(a, b):
-        return a - b
-
-    def _ticks_add(a, b):
-        return a + b
+from shared.filters import Filter, ticks_add, ticks_diff
 
 
 class Debounce(Filter):
@@ -25,11 +14,11 @@ class Debounce(Filter):
     def process(self, value, now):
         self.last = value
         self.pending = True
-        self.deadline = _ticks_add(now, self.period)
+        self.deadline = ticks_add(now, self.period)
         return None
 
     def poll(self, now):
-        if self.pending and _ticks_diff(now, self.deadline) >= 0:
+        if self.pending and ticks_diff(now, self.deadline) >= 0:
             self.pending = False
             return self.last
         return None

@@ -1,9 +1,5 @@
 # delta: pass only changes of at least delta (absolute or percent) (see shared/filters.py).
-from shared.filters import NAN, Filter
-
-
-def _isnan(value):
-    return value != value
+from shared.filters import NAN, Filter, isnan
 
 
 class Delta(Filter):
@@ -14,12 +10,12 @@ class Delta(Filter):
         self.last = NAN
 
     def process(self, value, now):
-        if _isnan(value):
-            if _isnan(self.last):
+        if isnan(value):
+            if isnan(self.last):
                 return None
             self.last = value
             return value
-        if _isnan(self.last) or abs(value - self.last) >= self.current:
+        if isnan(self.last) or abs(value - self.last) >= self.current:
             if self.percentage:
                 self.current = abs(value * self.delta)
             self.last = value

@@ -1,9 +1,5 @@
 # exponential moving average (see shared/filters.py).
-from shared.filters import Filter
-
-
-def _isnan(value):
-    return value != value
+from shared.filters import Filter, isnan
 
 
 class ExponentialMovingAverage(Filter):
@@ -16,7 +12,7 @@ class ExponentialMovingAverage(Filter):
         self.send_at = send_every - send_first_at
 
     def process(self, value, now):
-        if not _isnan(value):
+        if not isnan(value):
             if self.first:
                 self.accumulator = value
                 self.first = False
@@ -26,7 +22,7 @@ class ExponentialMovingAverage(Filter):
         if self.send_at < self.send_every:
             return None
         self.send_at = 0
-        return value if _isnan(value) else self.accumulator
+        return value if isnan(value) else self.accumulator
 
 
 make = ExponentialMovingAverage

@@ -1,9 +1,5 @@
 # filter_out: drop given values (NaN too, if asked) (see shared/filters.py).
-from shared.filters import Filter
-
-
-def _isnan(value):
-    return value != value
+from shared.filters import Filter, isnan
 
 
 class FilterOut(Filter):
@@ -12,7 +8,7 @@ class FilterOut(Filter):
         self.nan = nan  # drop NaN too
 
     def process(self, value, now):
-        if _isnan(value):
+        if isnan(value):
             return None if self.nan else value
         for v in self.values:
             if value == v:

@@ -1,11 +1,7 @@
 # round: to a number of decimals, half away from zero (see shared/filters.py).
 import math
 
-from shared.filters import INF, Filter
-
-
-def _isnan(value):
-    return value != value
+from shared.filters import INF, Filter, isnan
 
 
 def _round_half_away(x):
@@ -18,7 +14,7 @@ class Round(Filter):
         self.scale = 10.0 ** decimals
 
     def process(self, value, now):
-        if _isnan(value) or value in (INF, -INF):
+        if isnan(value) or value in (INF, -INF):
             return value
         return _round_half_away(value * self.scale) / self.scale
 

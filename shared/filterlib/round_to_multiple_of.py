@@ -1,11 +1,7 @@
 # round_to_multiple_of: the nearest multiple, ties to even (see shared/filters.py).
 import math
 
-from shared.filters import INF, Filter
-
-
-def _isnan(value):
-    return value != value
+from shared.filters import INF, Filter, isnan
 
 
 class RoundToMultiple(Filter):
@@ -13,7 +9,7 @@ class RoundToMultiple(Filter):
         self.multiple = multiple
 
     def process(self, value, now):
-        if _isnan(value) or value in (INF, -INF):
+        if isnan(value) or value in (INF, -INF):
             return value
         # value - remainderf(value, multiple): the nearest multiple, ties to the even one.
         q = value / self.multiple

@@ -1,10 +1,6 @@
 # throttle_average: the mean of each period, emitted on the clock (see shared/filters.py).
-from shared.filters import NAN
+from shared.filters import NAN, isnan
 from shared.filterlib._periodic import _Periodic
-
-
-def _isnan(value):
-    return value != value
 
 
 class ThrottleAverage(_Periodic):
@@ -16,7 +12,7 @@ class ThrottleAverage(_Periodic):
 
     def process(self, value, now):
         self._start(now)
-        if _isnan(value):
+        if isnan(value):
             self.have_nan = True
         else:
             self.total += value

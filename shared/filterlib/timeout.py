@@ -1,16 +1,5 @@
 # timeout: a value (NaN by default) once nothing came for a period (see shared/filters.py).
-from shared.filters import NAN, Filter
-
-try:
-    from time import ticks_add as _ticks_add
-    from time import ticks_diff as _ticks_diff
-except ImportError:  # CPython: ticks are plain integers
-
-    def _ticks_diff(a, b):
-        return a - b
-
-    def _ticks_add(a, b):
-        return a + b
+from shared.filters import NAN, Filter, ticks_add, ticks_diff
 
 
 class Timeout(Filter):
@@ -24,11 +13,11 @@ class Timeout(Filter):
 
     def process(self, value, now):
         self.armed = True
-        self.deadline = _ticks_add(now, self.period)
+        self.deadline = ticks_add(now, self.period)
         return value
 
     def poll(self, now):
-        if self.armed and _ticks_diff(now, self.deadline) >= 0:
+        if self.armed and ticks_diff(now, self.deadline) >= 0:
             self.armed = False
             return self.value
         return None
