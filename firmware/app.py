@@ -91,10 +91,10 @@ class Node:
         driver = group.driver
         channels = group.channels
         next_tick = board.ticks_ms()
-        while board.running() and not getattr(driver, "exhausted", False):
+        while board.running() and not driver.exhausted:
             board.before_measure(board.now_ms())
             started = driver.start(board.ticks_ms())
-            if getattr(driver, "exhausted", False):
+            if driver.exhausted:
                 break
             if started and driver.conversion_ms:
                 await board.sleep_ms(driver.conversion_ms)

@@ -78,7 +78,6 @@ class MQTTClient:
         self._awaiting_pid = 0
         self._ack = asyncio.Event()
         self._last_rx = 0
-        self._lost = asyncio.Event()
 
     def set_will(self, topic, payload, retain=True, qos=1):
         self._will = (topic, payload, retain, qos)
@@ -120,7 +119,6 @@ class MQTTClient:
             await self.close()
             raise ConnectionRefused(ack[3])
         self.connected = True
-        self._lost = asyncio.Event()
         self._last_rx = time.ticks_ms()
         self._tasks = [asyncio.create_task(self._read_loop()), asyncio.create_task(self._ping_loop())]
 
@@ -216,10 +214,6 @@ class MQTTClient:
 
     def _mark_lost(self):
         self.connected = False
-        self._lost.set()
-
-    async def wait_lost(self):
-        await self._lost.wait()
 
     async def disconnect(self):
         if self.connected:

@@ -137,15 +137,21 @@ def _datapoints(spec, where):
     return points
 
 
-def _window(kind, spec, where, size, every, first, extra=()):
-    p = _params(spec if spec is not None else {}, where,
-                ("window_size", "send_every", "send_first_at") + extra)
-    size = _integer(p.get("window_size", size), where, "window_size", 1, MAX_WINDOW)
+def _schedule(p, where, every):
+    """send_every and send_first_at, ESPHome's output schedule of windowed filters."""
     every = _integer(p.get("send_every", every), where, "send_every", 1, 100000)
-    first = _integer(p.get("send_first_at", first), where, "send_first_at", 1, 100000)
+    first = _integer(p.get("send_first_at", 1), where, "send_first_at", 1, 100000)
     if first > every:
         raise FilterConfigError(where + ": send_first_at (" + str(first) + ") cannot exceed send_every ("
                                 + str(every) + ")")
+    return every, first
+
+
+def _window(spec, where, size, every, extra=()):
+    p = _params(spec if spec is not None else {}, where,
+                ("window_size", "send_every", "send_first_at") + extra)
+    size = _integer(p.get("window_size", size), where, "window_size", 1, MAX_WINDOW)
+    every, first = _schedule(p, where, every)
     return size, every, first, p
 
 
@@ -200,27 +206,23 @@ def _build_one(name, spec, where):
     if name == "skip_initial":
         return ["skip_initial", _integer(spec, where, "count", 0, 100000)]
     if name in ("median", "min", "max"):
-        size, every, first, _ = _window(name, spec, where, 5, 5, 1)
+        size, every, first, _ = _window(spec, where, 5, 5)
         return [name, size, every, first]
     if name == "quantile":
-        size, every, first, p = _window(name, spec, where, 5, 5, 1, ("quantile",))
+        size, every, first, p = _window(spec, where, 5, 5, ("quantile",))
         q = _number(p.get("quantile", 0.9), where, "quantile")
         if not 0 <= q <= 1:
             raise FilterConfigError(where + ": quantile must be from 0 to 1, got " + repr(q))
         return ["quantile", size, every, first, q]
     if name == "sliding_window_moving_average":
-        size, every, first, _ = _window(name, spec, where, 15, 15, 1)
+        size, every, first, _ = _window(spec, where, 15, 15)
         return ["sliding_window_moving_average", size, every, first]
     if name == "exponential_moving_average":
         p = _params(spec if spec is not None else {}, where, ("alpha", "send_every", "send_first_at"))
         alpha = _number(p.get("alpha", 0.1), where, "alpha")
         if not 0 < alpha <= 1:
             raise FilterConfigError(where + ": alpha must be above 0 and at most 1, got " + repr(alpha))
-        every = _integer(p.get("send_every", 15), where, "send_every", 1, 100000)
-        first = _integer(p.get("send_first_at", 1), where, "send_first_at", 1, 100000)
-        if first > every:
-            raise FilterConfigError(where + ": send_first_at (" + str(first) + ") cannot exceed send_every ("
-                                    + str(every) + ")")
+        every, first = _schedule(p, where, 15)
         return ["exponential_moving_average", alpha, every, first]
     if name == "throttle":
         return ["throttle", parse_duration_ms(spec, where)]

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.support import FIELDLINK, IngestInfo, StackInfo, fieldlink, wait_until
+from tests.support import IngestInfo, StackInfo, fieldlink, start_ingest
 from tools._process import free_port, stop_pid
 
 
@@ -38,25 +36,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackInfo]:
 
 @pytest.fixture(scope="session")
 def ingest(stack: StackInfo) -> Iterator[IngestInfo]:
-    port = free_port()
     log = stack.home / "logs" / "ingest-test.log"
-    env = dict(os.environ, FIELDLINK_HOME=str(stack.home))
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [*FIELDLINK, "ingest", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    info = IngestInfo(f"http://127.0.0.1:{port}", log, process.pid)
-
-    def connected() -> bool:
-        try:
-            return bool(info.health()["mqtt_connected"])
-        except httpx.HTTPError:
-            assert process.poll() is None, log.read_text()
-            return False
-
+    process, url = start_ingest(dict(os.environ, FIELDLINK_HOME=str(stack.home)), log)
     try:
-        wait_until(connected, timeout=30)
-        yield info
+        yield IngestInfo(url, log, process.pid)
     finally:
         stop_pid(process.pid)
         process.wait()

@@ -99,6 +99,29 @@ class IngestInfo:
         return counters
 
 
+def start_ingest(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """The real `fieldlink ingest` on a free port, once it is connected to the broker: (process, URL).
+    Fails with the service's log if it exits instead."""
+    from tools._process import free_port
+
+    port = free_port()
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [*FIELDLINK, "ingest", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+
+    def connected() -> bool:
+        try:
+            return bool(httpx.get(f"{url}/healthz").json()["mqtt_connected"])
+        except httpx.HTTPError:
+            assert process.poll() is None, log.read_text()
+            return False
+
+    wait_until(connected, timeout=30)
+    return process, url
+
+
 def run_node(bundle: Path, timeout: float = 60, **options: Any) -> subprocess.CompletedProcess[str]:
     """Run the real firmware under MicroPython until it stops by itself."""
     return subprocess.run(

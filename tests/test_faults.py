@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,6 @@ import httpx
 import pytest
 
 from tests.support import (
-    FIELDLINK,
     IngestInfo,
     LinkCutter,
     StackInfo,
@@ -22,12 +20,13 @@ from tests.support import (
     fieldlink,
     mqtt_client,
     publish,
+    start_ingest,
     start_node,
     trace_readings,
     wait_until,
 )
 from tools._home import Home
-from tools._process import free_port, stop_pid
+from tools._process import stop_pid
 
 
 def _point_bundle_at(bundle: Path, port: int, **changes: object) -> None:
@@ -131,26 +130,9 @@ def test_ingest_restart_loses_nothing(stack: StackInfo, ingest: IngestInfo, uid:
     )
     log = workdir / "ingest.log"
 
-    def start() -> tuple[subprocess.Popen[bytes], str]:
-        port = free_port()
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                [*FIELDLINK, "ingest", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT
-            )
-        url = f"http://127.0.0.1:{port}"
-
-        def connected() -> bool:
-            try:
-                return bool(httpx.get(f"{url}/healthz").json()["mqtt_connected"])
-            except httpx.HTTPError:
-                return False
-
-        wait_until(connected, timeout=30)
-        return process, url
-
     device = f"restart-{uid}"
     bundle = stack.add_device(device)
-    service, _ = start()
+    service, _ = start_ingest(env, log)
     service.send_signal(signal.SIGKILL)  # a crash: no clean disconnect
     service.wait()
     now = int(time.time() * 1000)
@@ -162,7 +144,7 @@ def test_ingest_restart_loses_nothing(stack: StackInfo, ingest: IngestInfo, uid:
         client.loop_stop()
         client.disconnect()
 
-    service, url = start()
+    service, url = start_ingest(env, log)
     try:
 
         def stored() -> list[list[object]]:

@@ -17,7 +17,7 @@ import pytest
 
 from ingest import Settings, StorageError
 from ingest._writer import InfluxV2Writer, to_lines
-from tests.support import FIELDLINK, StackInfo, run_node, wait_until
+from tests.support import StackInfo, run_node, start_ingest, wait_until
 from tools._process import free_port, stop_pid, wait_port
 
 
@@ -103,20 +103,8 @@ def test_service_with_v2_api_stores_firmware_readings(
         FIELDLINK_INFLUX_TOKEN="dev-token",
         FIELDLINK_MQTT_CLIENT_ID=f"ingest-v2-{uid}",
     )
-    port = free_port()
-    with (tmp_path / "ingest.log").open("wb") as log:
-        service = subprocess.Popen(
-            [*FIELDLINK, "ingest", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
+    service, _ = start_ingest(env, tmp_path / "ingest.log")
     try:
-
-        def connected() -> bool:
-            try:
-                return bool(httpx.get(f"http://127.0.0.1:{port}/healthz").json()["mqtt_connected"])
-            except httpx.HTTPError:
-                return False
-
-        wait_until(connected, timeout=30)
         device = f"v2-{uid}"
         bundle = stack.add_device(device, sample_interval_ms=50, batch_max_readings=4, batch_max_age_ms=5000)
         csv = tmp_path / "raw.csv"

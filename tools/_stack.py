@@ -40,7 +40,8 @@ user {getpass.getuser()}
 persistence true
 persistence_location {home.root / "mosquitto"}/
 autosave_interval 10
-log_dest stdout
+# Its own file logging flushes every line (stdout into a file would not), so the log reads live.
+log_dest file {home.logs / "mosquitto.log"}
 log_type error
 log_type warning
 log_type notice

@@ -7,6 +7,7 @@ class Driver:
 
     channels = ()
     conversion_ms = 0  # time between start() and measure()
+    exhausted = False  # a finite source (CSV replay) sets this when it has nothing more
 
     def __init__(self):
         from array import array
