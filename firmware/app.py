@@ -1,38 +1,44 @@
 # The node application: sample sensors, filter, batch, keep batches in the outbox until the broker
-# has them. Everything that touches hardware or time comes from the board, so this runs unchanged on
-# the unix port. Config checking and building the sensors live in firmware/config.py and
+# has them. One loop and no asyncio: each turn samples the sensors that are due, runs the timed
+# filters and the batch age limit, moves MQTT bytes, then waits on the socket until the next thing is
+# due. Nothing in it blocks, so a slow or absent network never costs a sample; and it needs no tasks
+# or coroutines in RAM. Everything that touches hardware or time comes from the board, so this runs
+# unchanged on the unix port. Config checking and building the sensors live in firmware/config.py and
 # firmware/sensors.py, which run before this module is imported and are unloaded then.
-import asyncio
 import gc
 import json
-import ssl
+import select
 import time
+
+from micropython import const
 
 from firmware.batcher import Batcher
 from firmware.hal import ConfigError
-from firmware.mqtt import MQTTClient, MQTTError
+from firmware.mqtt import DOWN, UP, MQTTClient, MQTTError
 from firmware.outbox import Outbox
 from shared import protocol
 
-_HOUSEKEEPING_MS = 100
+_HOUSEKEEPING_MS = const(100)
+_FIRST_BACKOFF_MS = const(500)
+_MAX_BACKOFF_MS = const(30000)
+_ONLINE = "online"  # marks the status publish in flight, as opposed to a batch
 
 
 class Node:
-    def __init__(self, board, config, sensor_names, groups, base_dir="", config_error=None):
+    def __init__(self, board, config, tls, sensor_names, groups, config_error=None):
         self.board = board
-        self.base_dir = base_dir
-        # First, while the heap is freshly collected: mbedTLS wants a few kilobytes in one piece.
-        tls = self._ssl_context(config["tls"])
         broker = config["broker"]
         self.client = MQTTClient(
             config["device_id"], broker["host"], broker["port"], ssl_context=tls,
             server_hostname=broker.get("server_hostname", broker["host"]), keepalive_s=broker.get("keepalive_s", 30),
+            will=(protocol.status_topic(config["device_id"]), protocol.encode_status(False), True, 1),
         )
         # Only what the node needs later is kept: the parsed config dict would hold RAM for nothing.
         self.wifi = config.get("wifi")
         self.drain_timeout_ms = config["drain_timeout_ms"]
         self.config_error = config_error  # why the node runs on its last good config, if it does
         self.device_id = config["device_id"]
+        self.data_topic = protocol.data_topic(self.device_id)
         self.sensor_names = sensor_names
         self.groups = groups
         batch = config["batch"]
@@ -43,25 +49,12 @@ class Node:
             raise ConfigError(str(exc))
         self.read_errors = 0
         self.reconnects = 0
-        self.sampling = True
-        self._ready = asyncio.Event()
-        self.client.set_will(protocol.status_topic(self.device_id), protocol.encode_status(False))
-
-    def _path(self, name):
-        if name.startswith("/") or not self.base_dir:
-            return name
-        return self.base_dir + "/" + name
-
-    def _ssl_context(self, tls):
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.verify_mode = ssl.CERT_REQUIRED  # the fleet CA is pinned: nothing else is trusted
-        try:
-            context.load_verify_locations(cadata=self.board.read_file(self._path(tls["ca"])))
-            context.load_cert_chain(self.board.read_file(self._path(tls["cert"])),
-                                    self.board.read_file(self._path(tls["key"])))
-        except (OSError, ValueError) as exc:
-            raise ConfigError("cannot load TLS files: " + repr(exc))
-        return context
+        self._sending = None  # what the publish in flight carries: _ONLINE or a batch of the outbox
+        self._announced = False  # the retained "online" status went out on this connection
+        self._retry_at = 0
+        self._backoff = _FIRST_BACKOFF_MS
+        self._poller = select.poll()
+        self._polled = None  # the socket registered with the poller
 
     def counters(self):
         driver_errors = 0
@@ -79,136 +72,177 @@ class Node:
         if payload is not None:
             self.board.trace(payload)
             self.outbox.push(payload)
-            self._ready.set()
 
     def _add(self, sensor_index, value):
         board = self.board
         if self.batcher.add(sensor_index, value, board.now_ms(), board.ticks_ms(), time.ticks_diff):
             self._enqueue(self.batcher.flush())
 
-    async def _sample_group(self, group):
+    def _due(self, group):
+        return group.read_at if group.read_at >= 0 else group.next
+
+    def _sample(self, group, now):
+        """The group is due: start a conversion, or read one, filter and batch the values."""
         board = self.board
         driver = group.driver
-        channels = group.channels
-        next_tick = board.ticks_ms()
-        while board.running() and not driver.exhausted:
+        if group.read_at >= 0:
+            group.read_at = -1
+            driver.measure(now)
+        else:
             board.before_measure(board.now_ms())
-            started = driver.start(board.ticks_ms())
+            started = driver.start(now)
             if driver.exhausted:
-                break
+                return
             if started and driver.conversion_ms:
-                await board.sleep_ms(driver.conversion_ms)
+                group.read_at = time.ticks_add(now, driver.conversion_ms)
+                return
             if started:
-                driver.measure(board.ticks_ms())
-            now = board.ticks_ms()
-            values = driver.values
-            for sensor_index, channel_index, chain in channels:
-                raw = values[channel_index]
-                if raw != raw:
-                    self.read_errors += 1
-                value = chain.process(raw, now)
-                if value is not None:
-                    self._add(sensor_index, value)
-            next_tick = time.ticks_add(next_tick, group.interval_ms)
-            wait = time.ticks_diff(next_tick, board.ticks_ms())
-            if wait < 0:  # fell behind (a slow bus, a long GC): don't try to catch up in a burst
-                next_tick = board.ticks_ms()
-                wait = 0
-            await board.sleep_ms(wait)
+                driver.measure(now)
+        values = driver.values
+        for sensor_index, channel_index, chain in group.channels:
+            raw = values[channel_index]
+            if raw != raw:
+                self.read_errors += 1
+            value = chain.process(raw, now)
+            if value is not None:
+                self._add(sensor_index, value)
+        group.next = time.ticks_add(group.next, group.interval_ms)
+        if time.ticks_diff(group.next, board.ticks_ms()) < 0:
+            # Fell behind (a slow bus, a long GC): don't try to catch up in a burst.
+            group.next = board.ticks_ms()
 
-    async def _housekeeping(self):
-        """Timed filters' outputs, the batch age limit, the watchdog: every 100 ms of device time."""
-        board = self.board
-        timed = [g for g in self.groups if g.timed]
-        while self.sampling:
-            now = board.ticks_ms()
-            for group in timed:
+    def _housekeeping(self, now):
+        """Timed filters' outputs, the batch age limit, the watchdog."""
+        for group in self.groups:
+            if group.timed:
                 for sensor_index, _, chain in group.channels:
                     value = chain.poll(now)
                     if value is not None:
                         self._add(sensor_index, value)
-            if self.batcher.due(now, time.ticks_diff):
-                self._enqueue(self.batcher.flush())
-            board.feed_watchdog()
-            await board.sleep_ms(_HOUSEKEEPING_MS)
-
-    async def sample(self):
-        housekeeping = asyncio.create_task(self._housekeeping())
-        await asyncio.gather(*[self._sample_group(g) for g in self.groups])
-        self._enqueue(self.batcher.flush())
-        self.sampling = False
-        self._ready.set()
-        await housekeeping
+        if self.batcher.due(now, time.ticks_diff):
+            self._enqueue(self.batcher.flush())
+        self.board.feed_watchdog()
 
     # --- publishing ----------------------------------------------------------------------------------
-    async def _connect(self):
-        backoff = 500
-        while True:
-            try:
-                if not await self.board.connect_network(self.wifi):
-                    raise MQTTError("no network")
-                await self.client.connect(clean_session=True)
-                await self.client.publish(protocol.status_topic(self.device_id), self.status(True), retain=True)
-                print("connected to", self.client.host, self.client.port)
-                return
-            except Exception as exc:  # MQTTError, a Wi-Fi or config problem: retry, never stop
-                print("mqtt:", exc, "; retrying in", backoff, "ms")
-                self.reconnects += 1
-                await asyncio.sleep_ms(backoff)
-                backoff = min(backoff * 2, 30000)
-
-    async def publish_loop(self):
-        topic = protocol.data_topic(self.device_id)
-        outbox = self.outbox
-        while self.sampling or len(outbox):
-            if not len(outbox):
-                self._ready.clear()
-                await self._ready.wait()
-                continue
-            if not self.client.connected:
-                await self._connect()
-                continue  # the ring may have moved on while we waited: look at its head again
-            payload = outbox.peek()
-            try:
-                await self.client.publish(topic, payload, qos=1)
-                # Pop only the batch the broker has: if the ring dropped it meanwhile, the head is
-                # another batch that still waits its turn.
-                if outbox.peek() is payload:
-                    outbox.pop()
-            except Exception as exc:  # MQTTError or anything unforeseen: never end the loop
-                # The batch stays in the outbox and goes again after the reconnect.
-                print("mqtt: publish failed:", repr(exc))
-                await self.client.close()
-                await asyncio.sleep_ms(200)
-
-    async def stats_loop(self, every_s):
-        """Print the heap after a collection: the steady-state RAM of the node (benchmarks read it)."""
-        while self.sampling:
-            await self.board.sleep_ms(int(every_s * 1000))
-            gc.collect()
-            print("heap:", json.dumps({"alloc": gc.mem_alloc(), "free": gc.mem_free(),
-                                       "device_s": (self.board.now_ms() - self._started_ms) // 1000,
-                                       "queued": len(self.outbox), "dropped": self.outbox.dropped}))
-
-    async def run(self, stats_every_s=None):
-        self._started_ms = self.board.now_ms()
-        sampler = asyncio.create_task(self.sample())
-        stats = asyncio.create_task(self.stats_loop(stats_every_s)) if stats_every_s else None
-        publisher = asyncio.create_task(self.publish_loop())
+    def _network(self):
+        """One step of the connection: (re)connect with backoff, announce, publish the outbox's head."""
+        client = self.client
         try:
-            await sampler
-            # Sampling is over (unix port: duration or replay ended): a bounded time to drain.
-            deadline = time.ticks_add(time.ticks_ms(), self.drain_timeout_ms)
-            while len(self.outbox) and time.ticks_diff(deadline, time.ticks_ms()) > 0:
-                await asyncio.sleep_ms(50)
-        finally:
-            publisher.cancel()
-            if stats:
-                stats.cancel()
-        if self.client.connected:
+            if client.state == DOWN:
+                if time.ticks_diff(time.ticks_ms(), self._retry_at) < 0:
+                    return
+                if not self.board.connect_network(self.wifi):
+                    raise MQTTError("no network")
+                self._announced = False
+                self._sending = None
+                client.connect(clean_session=True)
+            client.step()
+            if client.state != UP or client.inflight:
+                return
+            sent = self._sending
+            if sent is not None:  # acknowledged by the broker
+                self._sending = None
+                if sent is _ONLINE:
+                    self._backoff = _FIRST_BACKOFF_MS
+                    print("connected to", client.host, client.port)
+                elif self.outbox.peek() is sent:
+                    # Pop only the batch the broker has: if the ring dropped it meanwhile, the head is
+                    # another batch that still waits its turn.
+                    self.outbox.pop()
+            if not self._announced:
+                self._announced = True
+                self._sending = _ONLINE
+                client.publish(protocol.status_topic(self.device_id), self.status(True), retain=True)
+            elif len(self.outbox):
+                self._sending = self.outbox.peek()
+                client.publish(self.data_topic, self._sending, qos=1)
+        except Exception as exc:  # MQTTError, a Wi-Fi or config problem: retry, never stop
+            # A batch in flight stays in the outbox and goes again after the reconnect.
+            client.close()
+            self._sending = None
+            self.reconnects += 1
+            print("mqtt:", exc, "; retrying in", self._backoff, "ms")
+            self._retry_at = time.ticks_add(time.ticks_ms(), self._backoff)
+            self._backoff = min(self._backoff * 2, _MAX_BACKOFF_MS)
+
+    def _wait(self, ms):
+        """Sleep up to ms of device time, waking early when the socket has something for us."""
+        sock = self.client.sock
+        if sock is not self._polled:
+            if self._polled is not None:
+                try:
+                    self._poller.unregister(self._polled)
+                except (OSError, ValueError, KeyError):
+                    pass
+            self._polled = sock
+            if sock is not None:
+                self._poller.register(sock, select.POLLIN)
+        if sock is not None:
+            self._poller.modify(sock, select.POLLIN | (select.POLLOUT if self.client.out else 0))
+        self.board.wait_ms(ms, self._poller if sock is not None else None)
+
+    def _print_heap(self):
+        gc.collect()
+        print("heap:", json.dumps({"alloc": gc.mem_alloc(), "free": gc.mem_free(),
+                                   "device_s": (self.board.now_ms() - self._started_ms) // 1000,
+                                   "queued": len(self.outbox), "dropped": self.outbox.dropped}))
+
+    def run(self, stats_every_s=None):
+        board = self.board
+        self._started_ms = board.now_ms()
+        now = board.ticks_ms()
+        for group in self.groups:
+            group.next = now
+        next_housekeeping = now
+        stats_ms = int(stats_every_s * 1000) if stats_every_s else 0
+        next_stats = time.ticks_add(now, stats_ms)
+        sampling = True
+        drain_deadline = 0
+        while True:
+            now = board.ticks_ms()
+            if sampling:
+                sampling = board.running()
+                for group in self.groups:
+                    if sampling and not group.driver.exhausted and time.ticks_diff(now, self._due(group)) >= 0:
+                        self._sample(group, now)
+                        now = board.ticks_ms()
+                if sampling:
+                    sampling = False
+                    for group in self.groups:
+                        sampling = sampling or not group.driver.exhausted
+                if sampling and time.ticks_diff(now, next_housekeeping) >= 0:
+                    self._housekeeping(now)
+                    next_housekeeping = time.ticks_add(next_housekeeping, _HOUSEKEEPING_MS)
+                    if time.ticks_diff(next_housekeeping, now) < 0:
+                        next_housekeeping = now
+                if stats_ms and time.ticks_diff(now, next_stats) >= 0:
+                    self._print_heap()
+                    next_stats = time.ticks_add(next_stats, stats_ms)
+                if not sampling:
+                    # Sampling is over (unix port: duration or replay ended): a bounded time to drain.
+                    self._enqueue(self.batcher.flush())
+                    drain_deadline = time.ticks_add(time.ticks_ms(), self.drain_timeout_ms)
+            self._network()
+            if not sampling and (not len(self.outbox) and self._sending is None
+                                 or time.ticks_diff(time.ticks_ms(), drain_deadline) > 0):
+                break
+            wait = time.ticks_diff(next_housekeeping, now) if sampling else 50
+            for group in self.groups:
+                if not group.driver.exhausted:
+                    wait = min(wait, time.ticks_diff(self._due(group), now))
+            if wait > 0:
+                self._wait(wait)
+        self._stop()
+
+    def _stop(self):
+        client = self.client
+        if client.state == UP:
             try:
-                await self.client.publish(protocol.status_topic(self.device_id), self.status(False), retain=True)
+                client.publish(protocol.status_topic(self.device_id), self.status(False), retain=True)
+                while client.inflight:
+                    self._wait(20)
+                    client.step()
             except MQTTError:
                 pass
-            await self.client.disconnect()
+            client.disconnect()
         print("stopped:", json.dumps(self.counters()))

@@ -2,9 +2,9 @@
 # trusts a config (the host checks much more, see tools/_config.py), and the fallback to the last good
 # config. Needed only at start-up: firmware/main.py unloads this module once the node runs.
 import json
+import ssl
 
-
-from firmware.hal import ConfigError, make_board
+from firmware.hal import ConfigError
 from shared import protocol
 
 _DEFAULTS = {
@@ -84,41 +84,83 @@ def parse_args(argv):
     return options
 
 
-def _sensors(board, config):
+def make_board(options):
+    """The board for this interpreter: sim on the unix port, esp32 on a board."""
+    import sys
+
+    if sys.platform == "esp32":
+        from firmware.hal.esp32 import Esp32Board
+
+        return Esp32Board()
+    from firmware.hal.sim import SimBoard
+
+    return SimBoard(replay_path=options.get("replay"), trace_path=options.get("trace"),
+                    duration_s=options.get("duration"), time_scale=options.get("time-scale", 1))
+
+
+def read_file(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _write_file(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _tls_context(base, tls):
+    def path(name):
+        return name if name.startswith("/") else base + "/" + name
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.verify_mode = ssl.CERT_REQUIRED  # the fleet CA is pinned: nothing else is trusted
+    try:
+        context.load_verify_locations(cadata=read_file(path(tls["ca"])))
+        context.load_cert_chain(read_file(path(tls["cert"])), read_file(path(tls["key"])))
+    except (OSError, ValueError) as exc:
+        raise ConfigError("cannot load TLS files: " + repr(exc))
+    return context
+
+
+def _prepare(board, base, config):
+    # The TLS context first, while the heap is nearly empty: mbedTLS wants a few kilobytes in one piece.
+    context = _tls_context(base, config["tls"])
     from firmware.sensors import build_sensors
 
     names, groups = build_sensors(dict(config, sensors=board.sensor_specs(config)), board)
-    return config, names, groups
+    # The sensor specs and their filter lists are built now: keep only what the runtime reads.
+    for key in ("sensors", "buses"):
+        config.pop(key, None)
+    return config, context, names, groups
 
 
 def _load(board, base):
-    """(config, sensor names, groups, error) from config.json; if that config cannot be used, from the
-    last good one, with the error kept for the status message. A config that worked becomes the last
-    good one."""
-    text = board.read_file(base + "/" + CONFIG)
+    """(config, TLS context, sensor names, groups, error) from config.json; if that config cannot be
+    used, from the last good one, with the error kept for the status message. A config that worked
+    becomes the last good one."""
+    text = read_file(base + "/" + CONFIG)
     try:
-        config, names, groups = _sensors(board, load_config(text))
+        prepared = _prepare(board, base, load_config(text))
     except ConfigError as exc:
         try:
-            fallback = board.read_file(base + "/" + LAST_GOOD)
+            fallback = read_file(base + "/" + LAST_GOOD)
         except OSError:
             raise exc
         print("config error:", exc, "; running on the last good config")
-        return _sensors(board, load_config(fallback)) + (str(exc),)
+        return _prepare(board, base, load_config(fallback)) + (str(exc),)
     try:
-        if board.read_file(base + "/" + LAST_GOOD) == text:
-            return config, names, groups, None
+        if read_file(base + "/" + LAST_GOOD) == text:
+            return prepared + (None,)
     except OSError:
         pass
-    board.write_file(base + "/" + LAST_GOOD, text)
-    return config, names, groups, None
+    _write_file(base + "/" + LAST_GOOD, text)
+    return prepared + (None,)
 
 
 def start(argv):
-    """Everything a node needs from the command line and its config, sensors built; raises ConfigError
-    or OSError if it cannot start."""
+    """(options, board, config, TLS context, sensor names, groups, config error): everything a node
+    needs from the command line and its config; raises ConfigError or OSError if it cannot start."""
     options = parse_args(argv)
     board = make_board(options)
     base = options["bundle"].rstrip("/")
-    config, names, groups, error = _load(board, base)
-    return options, board, base, config, names, groups, error
+    return (options, board) + _load(board, base)

@@ -1,7 +1,6 @@
 # Entry point. On a board, boot runs /main.py, which calls run(["/bundle"]); on the unix port:
 #   MICROPYPATH=.frozen:<repo> micropython -m firmware.main BUNDLE_DIR [--replay FILE.csv]
 #       [--trace FILE] [--duration SECONDS] [--time-scale N] [--stats-every SECONDS]
-import asyncio
 import gc
 import sys
 
@@ -9,7 +8,7 @@ from firmware.hal import ConfigError
 
 # Modules needed only to start: dropped afterwards so that their bytecode does not sit in a small
 # heap for the life of the node (the strings they interned stay: MicroPython never frees those).
-STARTUP_ONLY = ("firmware.config", "firmware.sensors")
+STARTUP_ONLY = ("firmware.config", "firmware.sensors", "shared.filterlib", "firmware.hal.simsetup")
 
 
 def unload(names):
@@ -23,12 +22,17 @@ def unload(names):
 
 
 def run(argv=None):
+    # Collect after every 4 KB allocated rather than only when the heap is full: allocation then
+    # restarts from the bottom of the heap, so start-up garbage does not scatter long-lived objects
+    # over all of it. In a 64 KB heap this is what leaves room for the runtime's larger pieces (the
+    # TLS socket, a batch); a collection of so small a heap takes well under a millisecond.
+    gc.threshold(4096)
     # Two phases, so that start-up code and runtime code are never in RAM together: check the config
     # and build the sensors, drop that code, then load the node (MQTT, TLS) and run.
     from firmware import config
 
     try:
-        options, board, base, settings, names, groups, error = config.start(sys.argv[1:] if argv is None else argv)
+        options, board, settings, tls, names, groups, error = config.start(sys.argv[1:] if argv is None else argv)
     except (ConfigError, OSError) as exc:
         print("fieldlink node: " + str(exc))
         sys.exit(2)
@@ -37,14 +41,14 @@ def run(argv=None):
     from firmware.app import Node
 
     try:
-        node = Node(board, settings, names, groups, base, error)
+        node = Node(board, settings, tls, names, groups, error)
     except (ConfigError, OSError) as exc:
         print("fieldlink node: " + str(exc))
         sys.exit(2)
     del settings
     gc.collect()
     print("node", node.device_id, "starting on", board.name, "with sensors", names)
-    asyncio.run(node.run(options.get("stats-every")))
+    node.run(options.get("stats-every"))
 
 
 if __name__ == "__main__":

@@ -1,48 +1,36 @@
-# A small asyncio MQTT 3.1.1 client for MicroPython: TLS, QoS 0/1 publish tracked until PUBACK,
-# keep-alive pings, last will. One publish in flight at a time: a batch carries many readings, so the
-# window of one keeps the RAM cost fixed and the ordering simple. It publishes only: nothing
-# subscribes yet (a config or command topic would add SUBSCRIBE and incoming PUBLISH handling).
-import asyncio
+# A small MQTT 3.1.1 client for MicroPython, driven by the node's loop: one non-blocking TLS socket,
+# QoS 0/1 publish tracked until PUBACK, keep-alive pings, last will. Nothing here waits: step() moves
+# the bytes that can move and returns, so sampling never stops for the network. One publish in flight
+# at a time: a batch carries many readings, so a window of one keeps the RAM cost fixed and the order
+# simple. It publishes only (a config or command topic would add SUBSCRIBE and incoming PUBLISH).
+# Network time is real time (time.ticks_ms), whatever the board's clock does.
+import socket
 import struct
 import time
 
-try:
-    from micropython import const
-except ImportError:
-
-    def const(value):
-        return value
-
+from micropython import const
 
 _CONNECT = const(0x10)
 _CONNACK = const(0x20)
 _PUBLISH = const(0x30)
 _PUBACK = const(0x40)
-_PINGREQ = b"\xc0\x00"
 _PINGRESP = const(0xD0)
+_PINGREQ = b"\xc0\x00"
 _DISCONNECT = b"\xe0\x00"
 
-_CONNACK_REASONS = {
-    1: "unacceptable protocol version",
-    2: "identifier rejected",
-    3: "server unavailable",
-    4: "bad user name or password",
-    5: "not authorized",
-}
+DOWN = const(0)
+CONNECTING = const(1)  # TCP and TLS handshakes, CONNECT sent, waiting for CONNACK
+UP = const(2)
+
+_REFUSED = ("unacceptable protocol version", "identifier rejected", "server unavailable",
+            "bad user name or password", "not authorized")
 
 
 class MQTTError(Exception):
-    """The connection failed or was lost; the caller reconnects."""
+    """The connection failed or was lost; the client is closed and the caller reconnects."""
 
 
-class ConnectionRefused(MQTTError):
-    def __init__(self, code):
-        super().__init__("broker refused the connection: " + _CONNACK_REASONS.get(code, str(code)))
-        self.code = code
-
-
-def _encode_length(length):
-    out = bytearray()
+def _remaining_length(out, length):
     while True:
         byte = length & 0x7F
         length >>= 7
@@ -50,189 +38,183 @@ def _encode_length(length):
             out.append(byte | 0x80)
         else:
             out.append(byte)
-            return out
+            return
 
 
-def _string(data):
+def _string(out, data):
     if isinstance(data, str):
         data = data.encode()
-    return struct.pack("!H", len(data)) + data
+    out.extend(struct.pack("!H", len(data)))
+    out.extend(data)
 
 
 class MQTTClient:
     def __init__(self, client_id, host, port, ssl_context=None, server_hostname=None,
-                 keepalive_s=30, timeout_ms=10000):
+                 keepalive_s=30, timeout_ms=10000, will=None):
+        # will: (topic, payload, retain, qos), published by the broker if the connection is lost
         self.client_id = client_id
         self.host = host
         self.port = port
         self.ssl_context = ssl_context
         self.server_hostname = server_hostname
-        self.keepalive_s = keepalive_s
+        self.keepalive_ms = keepalive_s * 1000
         self.timeout_ms = timeout_ms
-        self.connected = False
-        self._will = None
-        self._reader = None
-        self._writer = None
-        self._tasks = []
+        self.sock = None
+        self.state = DOWN
+        self.inflight = 0  # packet id of the QoS 1 publish awaiting its PUBACK; 0 when none
+        self.will = will
+        self.out = []  # what is still to be written, oldest first (the node polls for writing while any)
+        self._rx = bytearray(4)  # every packet a publisher receives fits: CONNACK, PUBACK, PINGRESP
+        self._rx_view = memoryview(self._rx)
+        self._rx_len = 0
         self._pid = 0
-        self._awaiting_pid = 0
-        self._ack = asyncio.Event()
+        self._since = 0  # ticks of the CONNECT, or of the publish in flight
         self._last_rx = 0
+        self._last_tx = 0
 
-    def set_will(self, topic, payload, retain=True, qos=1):
-        self._will = (topic, payload, retain, qos)
-
-    def _next_pid(self):
-        self._pid = self._pid % 65535 + 1
-        return self._pid
-
-    async def connect(self, clean_session=True):
-        await self.close()
+    def connect(self, clean_session=True):
+        """Open the socket and queue CONNECT; step() completes the handshakes. Raises MQTTError."""
+        self.close()
         try:
-            if self.ssl_context is None:
-                conn = asyncio.open_connection(self.host, self.port)
-            else:
-                conn = asyncio.open_connection(self.host, self.port, ssl=self.ssl_context,
-                                               server_hostname=self.server_hostname)
-            self._reader, self._writer = await asyncio.wait_for_ms(conn, self.timeout_ms)
-            flags = 0x02 if clean_session else 0
-            payload = _string(self.client_id)
-            if self._will:
-                topic, message, retain, qos = self._will
-                flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
-                payload += _string(topic) + _string(message)
-            variable = b"\x00\x04MQTT\x04" + bytes([flags]) + struct.pack("!H", self.keepalive_s)
-            body = variable + payload
-            self._writer.write(bytes([_CONNECT]) + _encode_length(len(body)) + body)
-            await self._writer.drain()
-            ack = await asyncio.wait_for_ms(self._reader.readexactly(4), self.timeout_ms)
-        except MQTTError:
-            await self.close()
-            raise
-        except Exception as exc:  # OSError, TLS errors, timeouts: all mean "no connection"
-            await self.close()
-            raise MQTTError("cannot connect to " + self.host + ":" + str(self.port) + ": " + repr(exc))
-        if ack[0] != _CONNACK or ack[1] != 2:
-            await self.close()
-            raise MQTTError("unexpected reply to CONNECT: " + repr(ack))
-        if ack[3] != 0:
-            await self.close()
-            raise ConnectionRefused(ack[3])
-        self.connected = True
-        self._last_rx = time.ticks_ms()
-        self._tasks = [asyncio.create_task(self._read_loop()), asyncio.create_task(self._ping_loop())]
+            address = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0]
+            sock = socket.socket(address[0], address[1], address[2])
+            self.sock = sock
+            sock.setblocking(False)
+            try:
+                sock.connect(address[-1])
+            except OSError as exc:
+                if exc.errno != 115:  # EINPROGRESS: the TCP handshake goes on while the node samples
+                    raise
+            if self.ssl_context is not None:
+                self.sock = sock = self.ssl_context.wrap_socket(
+                    sock, server_hostname=self.server_hostname or self.host, do_handshake_on_connect=False)
+                sock.setblocking(False)
+        except Exception as exc:  # OSError, TLS errors: all mean "no connection"
+            self._fail("cannot connect to " + self.host + ":" + str(self.port) + ": " + repr(exc))
+        packet = bytearray(b"\x00\x04MQTT\x04\x00\x00\x00")
+        packet[7] = 0x02 if clean_session else 0
+        struct.pack_into("!H", packet, 8, self.keepalive_ms // 1000)
+        _string(packet, self.client_id)
+        if self.will:
+            topic, message, retain, qos = self.will
+            packet[7] |= 0x04 | (qos << 3) | (0x20 if retain else 0)
+            _string(packet, topic)
+            _string(packet, message)
+        header = bytearray([_CONNECT])
+        _remaining_length(header, len(packet))
+        self.out.append(memoryview(header))
+        self.out.append(memoryview(packet))
+        self.state = CONNECTING
+        self._since = self._last_rx = self._last_tx = time.ticks_ms()
 
-    async def _send(self, data):
-        if not self.connected:
+    def publish(self, topic, payload, qos=1, retain=False):
+        """Queue a PUBLISH; with qos=1 `inflight` holds its packet id until the broker acknowledges it."""
+        if self.state != UP:
             raise MQTTError("not connected")
-        try:
-            self._writer.write(data)
-            await self._writer.drain()
-        except Exception as exc:
-            self._mark_lost()
-            raise MQTTError("send failed: " + repr(exc))
-
-    async def publish(self, topic, payload, qos=1, retain=False):
-        """Publish; with qos=1 return only once the broker acknowledged, else raise MQTTError."""
-        topic_bytes = _string(topic)
-        header = _PUBLISH | (qos << 1) | (1 if retain else 0)
+        header = bytearray([_PUBLISH | (qos << 1) | (1 if retain else 0)])
+        topic = topic.encode()
+        _remaining_length(header, 2 + len(topic) + (2 if qos else 0) + len(payload))
+        _string(header, topic)
         if qos:
-            pid = self._next_pid()
-            variable = topic_bytes + struct.pack("!H", pid)
-        else:
-            pid = 0
-            variable = topic_bytes
-        length = len(variable) + len(payload)
-        self._awaiting_pid = pid
-        self._ack.clear()
-        await self._send(bytes([header]) + _encode_length(length) + variable)
-        await self._send(payload)
-        if not qos:
+            self._pid = self._pid % 65535 + 1
+            header.extend(struct.pack("!H", self._pid))
+            self.inflight = self._pid
+            self._since = time.ticks_ms()
+        self.out.append(memoryview(header))
+        self.out.append(memoryview(payload))
+        self._last_tx = time.ticks_ms()
+        self.step()
+
+    def step(self):
+        """Write what can be written, read what has arrived, check the timers. Raises MQTTError (and
+        closes) when the connection fails, times out or is lost."""
+        if self.state == DOWN:
             return
         try:
-            await asyncio.wait_for_ms(self._wait_ack(), self.timeout_ms)
-        except asyncio.TimeoutError:
-            self._mark_lost()
-            raise MQTTError("no PUBACK for packet " + str(pid))
+            self._write()
+            self._read()
+        except MQTTError:
+            raise
+        except Exception as exc:  # OSError, TLS alerts: the connection is gone
+            self._fail(("connection lost: " if self.state == UP else "cannot connect: ") + repr(exc))
+        now = time.ticks_ms()
+        if self.state == CONNECTING:
+            if time.ticks_diff(now, self._since) > self.timeout_ms:
+                self._fail("no CONNACK from " + self.host + ":" + str(self.port) + " within "
+                           + str(self.timeout_ms) + " ms")
+            return
+        if self.inflight and time.ticks_diff(now, self._since) > self.timeout_ms:
+            self._fail("no PUBACK for packet " + str(self.inflight))
+        if time.ticks_diff(now, self._last_rx) > self.keepalive_ms * 3 // 2:
+            self._fail("the broker went silent (keep-alive)")
+        if not self.out and time.ticks_diff(now, self._last_tx) >= self.keepalive_ms // 2:
+            self.out.append(_PINGREQ)
+            self._last_tx = now
+            self._write()
 
-    async def _wait_ack(self):
-        while True:
-            if self._ack.is_set():
+    def _write(self):
+        out = self.out
+        while out:
+            n = self.sock.write(out[0])
+            if n is None:  # the socket (or the TLS handshake) would block
                 return
-            if not self.connected:
-                raise MQTTError("connection lost while waiting for PUBACK")
-            # Poll so that the loss of the connection ends the wait as well as the ack.
-            try:
-                await asyncio.wait_for_ms(self._ack.wait(), 250)
-            except asyncio.TimeoutError:
-                pass
+            if n < len(out[0]):
+                out[0] = memoryview(out[0])[n:]
+            else:
+                out.pop(0)
 
-    async def _read_packet(self):
-        first = (await self._reader.readexactly(1))[0]
-        length = 0
-        shift = 0
+    def _read(self):
+        rx = self._rx
         while True:
-            byte = (await self._reader.readexactly(1))[0]
-            length |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                break
-            shift += 7
-            if shift > 21:
-                raise MQTTError("malformed remaining length")
-        body = await self._reader.readexactly(length) if length else b""
-        return first, body
+            if self._rx_len < 2:
+                end = 2  # the fixed header: type, and a remaining length that fits one byte here
+            else:
+                kind = rx[0]
+                end = 2 + rx[1]
+                if rx[1] != (0 if kind == _PINGRESP else 2) or kind not in (_CONNACK, _PUBACK, _PINGRESP):
+                    # Nothing else comes to a client that publishes only.
+                    self._fail("unexpected packet from the broker: " + hex(kind) + " " + hex(rx[1]))
+                if self._rx_len == end:
+                    self._rx_len = 0
+                    if kind == _CONNACK and self.state == CONNECTING:
+                        code = rx[3]
+                        if code:
+                            self._fail("broker refused the connection: "
+                                       + (_REFUSED[code - 1] if code <= 5 else str(code)))
+                        self.state = UP
+                    elif kind == _PUBACK and (rx[2] << 8 | rx[3]) == self.inflight:
+                        self.inflight = 0
+                    continue
+            n = self.sock.readinto(self._rx_view[self._rx_len:end])
+            if n is None:
+                return
+            if not n:
+                self._fail("connection closed by the broker")
+            self._rx_len += n
+            self._last_rx = time.ticks_ms()
 
-    async def _read_loop(self):
-        try:
-            while self.connected:
-                kind, body = await self._read_packet()
-                self._last_rx = time.ticks_ms()
-                packet = kind & 0xF0
-                if packet == _PUBACK:
-                    pid = struct.unpack("!H", body[:2])[0]
-                    if pid == self._awaiting_pid:
-                        self._ack.set()
-                # PINGRESP needs nothing beyond the refreshed receive time.
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            self._mark_lost()
+    def _fail(self, reason):
+        self.close()
+        raise MQTTError(reason)
 
-    async def _ping_loop(self):
-        interval_ms = self.keepalive_s * 500
-        try:
-            while self.connected:
-                await asyncio.sleep_ms(interval_ms)
-                if time.ticks_diff(time.ticks_ms(), self._last_rx) > self.keepalive_s * 1500:
-                    self._mark_lost()
-                    return
-                await self._send(_PINGREQ)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            self._mark_lost()
-
-    def _mark_lost(self):
-        self.connected = False
-
-    async def disconnect(self):
-        if self.connected:
+    def disconnect(self):
+        """Send DISCONNECT if the socket takes it now (the will is then not published), and close."""
+        if self.state == UP:
             try:
-                await self._send(_DISCONNECT)
-            except MQTTError:
-                pass
-        await self.close()
-
-    async def close(self):
-        self.connected = False
-        for task in self._tasks:
-            task.cancel()
-        self._tasks = []
-        if self._writer is not None:
-            try:
-                self._writer.close()
-                await self._writer.wait_closed()
+                self.out.append(_DISCONNECT)
+                self._write()
             except Exception:
                 pass
-        self._reader = None
-        self._writer = None
+        self.close()
+
+    def close(self):
+        self.state = DOWN
+        self.inflight = 0
+        self.out = []
+        self._rx_len = 0
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except Exception:
+                pass
+            self.sock = None

@@ -20,10 +20,6 @@ class Outbox:
     def __len__(self):
         return self._count
 
-    @property
-    def capacity(self):
-        return len(self._slots)
-
     def _take(self):
         item = self._slots[self._head]
         self._slots[self._head] = None

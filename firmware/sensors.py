@@ -1,19 +1,10 @@
 # Sensors from the device config: one driver per physical chip (shared by its channels), each channel
 # with its own filter chain in compiled form. The board makes the drivers; this module checks names,
 # intervals and filters, as far as a node must (the host has checked the config before).
+from firmware.drivers import Group
 from firmware.hal import ConfigError
 from shared import protocol
-from shared.filters import from_compiled
-
-
-class Group:
-    """One driver sampled every interval_ms, and the channels read from it."""
-
-    def __init__(self, driver, interval_ms):
-        self.driver = driver
-        self.interval_ms = interval_ms
-        self.channels = []  # (sensor_index, channel_index, chain)
-        self.timed = False
+from shared.filterlib import from_compiled
 
 
 def build_sensors(config, board):
@@ -52,10 +43,9 @@ def build_sensors(config, board):
             if len(driver.channels) != 1:
                 raise ConfigError(where + ": channel is required, one of " + ", ".join(driver.channels))
             channel = driver.channels[0]
-        try:
-            index = driver.channel_index(channel)
-        except ValueError as exc:
-            raise ConfigError(where + ": " + str(exc))
+        if channel not in driver.channels:
+            raise ConfigError(where + ": channel " + repr(channel) + " is not one of " + ", ".join(driver.channels))
+        index = driver.channels.index(channel)
         conversion = driver.conversion_ms
         if conversion >= interval:
             raise ConfigError(where + ": interval_ms " + str(interval) + " is shorter than the chip's "

@@ -3,7 +3,8 @@
 # form a node builds its chains from ([name, arg, ...], see shared/filters.py). The host runs this
 # before a config goes into a device bundle; nodes never load it.
 
-from shared.filters import INF, NAN, from_compiled, isnan
+from shared.filterlib import from_compiled
+from shared.filters import INF, NAN, isnan
 
 MAX_WINDOW = 256  # window sizes beyond this cost more RAM than a node should spend on one filter
 

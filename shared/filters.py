@@ -7,9 +7,9 @@
 # Windows live in preallocated lists: in steady state a sample allocates only float temporaries.
 #
 # Chains are built from their compiled form, [name, arg, ...] per filter, which the host makes from
-# the readable config (shared/filter_config.py) after checking it. Each filter lives in a module of its
-# own (shared/filterlib/), imported only when a chain uses it: a node's RAM holds the code of the
-# filters it runs and no more.
+# the readable config (shared/filter_config.py) after checking it, by shared.filterlib.from_compiled.
+# Each filter lives in a module of its own (shared/filterlib/), imported only when a chain uses it: a
+# node's RAM holds the code of the filters it runs and no more.
 NAN = float("nan")
 INF = float("inf")
 
@@ -26,12 +26,6 @@ except ImportError:  # CPython: ticks are plain integers
 
 def isnan(value):
     return value != value
-
-# Every filter's compiled name; its code is shared/filterlib/<name>.py, whose `make` builds it.
-_NAMES = (" offset multiply linear polynomial clamp round round_to_multiple_of filter_out skip_initial delta"
-          " median quantile min max sliding_window_moving_average exponential_moving_average throttle"
-          " throttle_average heartbeat debounce timeout ")
-
 
 class Filter:
     timed = False  # True for filters that emit from poll()
@@ -104,24 +98,3 @@ class Chain:
                     if out is not None:
                         return out
         return None
-
-
-def from_compiled(compiled):
-    """A Chain from [[name, arg, ...], ...]; ValueError names the position of a bad filter."""
-    if not isinstance(compiled, list):
-        raise ValueError("filters must be a list")
-    filters = []
-    for i in range(len(compiled)):
-        item = compiled[i]
-        name = item[0] if isinstance(item, list) and item and isinstance(item[0], str) else ""
-        if not name or name[0] < "a" or (" " + name + " ") not in _NAMES and name != "or":
-            raise ValueError("filter " + str(i) + ": unknown " + repr(item))
-        try:
-            if name == "or":
-                filters.append(Or(from_compiled(item[1]).filters))
-            else:
-                module = __import__("shared.filterlib." + name, None, None, ["make"])
-                filters.append(module.make(*item[1:]))
-        except (TypeError, ValueError, IndexError) as exc:
-            raise ValueError("filter " + str(i) + " (" + item[0] + "): " + str(exc))
-    return Chain(filters)

@@ -44,10 +44,6 @@ def status_topic(device_id):
     return TOPIC_ROOT + "/" + device_id + "/status"
 
 
-def config_topic(device_id):
-    return TOPIC_ROOT + "/" + device_id + "/config"
-
-
 DATA_SUBSCRIPTION = TOPIC_ROOT + "/+/data"
 STATUS_SUBSCRIPTION = TOPIC_ROOT + "/+/status"
 

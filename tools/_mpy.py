@@ -32,9 +32,16 @@ def build_mpy(dest: Path, exclude: tuple[str, ...] = ()) -> list[Path]:
             relative = source.relative_to(CODE_ROOT)
             if any(part in str(relative) for part in exclude):
                 continue
+            if source.name == "__init__.py" and not source.read_text().strip():
+                continue  # MicroPython imports a folder without __init__ as a package: no module to hold
             target = dest / relative.with_suffix(".mpy")
             target.parent.mkdir(parents=True, exist_ok=True)
-            result = subprocess.run([compiler, "-o", str(target), str(source)], capture_output=True, text=True)
+            # The embedded source name is what tracebacks show. Made the same as the module's __file__
+            # when it runs from the root of a board's filesystem, it is one interned string, not two.
+            source_name = target.relative_to(dest).as_posix()
+            result = subprocess.run(
+                [compiler, "-s", source_name, "-o", str(target), str(source)], capture_output=True, text=True
+            )
             if result.returncode != 0:
                 raise EnvironmentProblem(f"mpy-cross failed on {relative}: {result.stderr.strip()}")
             built.append(target)

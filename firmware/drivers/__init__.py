@@ -2,6 +2,18 @@
 # error, a bad CRC, a missing chip) and counts it, leaving NaN in its values, and never raises.
 
 
+class Group:
+    """One driver sampled every interval_ms, the channels read from it, and when it is next due."""
+
+    def __init__(self, driver, interval_ms):
+        self.driver = driver
+        self.interval_ms = interval_ms
+        self.channels = []  # (sensor_index, channel_index, chain)
+        self.timed = False  # a channel has a filter that emits on its own (heartbeat, timeout...)
+        self.next = 0  # ticks of the next start()
+        self.read_at = -1  # ticks at which the conversion started can be read; -1 when none is
+
+
 class Driver:
     """A physical sensor with one or more channels (e.g. temperature and humidity)."""
 
@@ -17,12 +29,6 @@ class Driver:
         self.errors = 0
         self.last_error = None
 
-    def channel_index(self, channel):
-        for i in range(len(self.channels)):
-            if self.channels[i] == channel:
-                return i
-        raise ValueError("channel " + repr(channel) + " is not one of " + ", ".join(self.channels))
-
     def start(self, now):
         """Begin a measurement (send a conversion command); measure() may follow conversion_ms later."""
         return True
@@ -37,20 +43,3 @@ class Driver:
         for i in range(len(self.values)):
             self.values[i] = float("nan")
         return False
-
-
-def crc8(data, start, end, polynomial, init, reflected):
-    """CRC-8 over data[start:end] (no slice is made); reflected (LSB first) for Dallas 1-Wire,
-    MSB first for Sensirion."""
-    crc = init
-    for i in range(start, end):
-        byte = data[i]
-        if reflected:
-            crc ^= byte
-            for _ in range(8):
-                crc = (crc >> 1) ^ polynomial if crc & 1 else crc >> 1
-        else:
-            crc ^= byte
-            for _ in range(8):
-                crc = ((crc << 1) ^ polynomial) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
-    return crc

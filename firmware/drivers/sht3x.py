@@ -1,6 +1,7 @@
 # Sensirion SHT3x over I2C: single-shot measurement, high repeatability, no clock stretching, with the
 # datasheet's CRC-8 (polynomial 0x31, init 0xFF) on each 16-bit word.
-from firmware.drivers import Driver, crc8
+from firmware.drivers import Driver
+from firmware.drivers.crc import crc8
 
 _MEASURE_HIGH = b"\x24\x00"
 

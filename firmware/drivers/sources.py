@@ -1,27 +1,23 @@
-# A simulated signal as a driver (the CSV replay is in firmware/drivers/replay.py).
+# A simulated signal, which is also a driver (the CSV replay is in firmware/drivers/replay.py). The
+# kinds of signal, and the checks on them, are in firmware/hal/simsetup.py.
 import math
 
 from firmware.drivers import Driver
-from firmware.hal import ConfigError
-
-# Plausible indoor signals: (base, daily swing, noise) per kind.
-SIGNALS = {
-    "temperature": (21.0, 3.0, 0.05),
-    "humidity": (45.0, 10.0, 0.3),
-    "pressure": (1013.0, 4.0, 0.05),
-    "voltage": (1.65, 0.5, 0.01),
-}
 
 
-class Signal:
-    """base + swing * sin(2*pi*t/period) + bounded pseudo-random noise, rounded to 2 decimals."""
+class Signal(Driver):
+    """base + swing * sin(2*pi*t/period) + bounded pseudo-random noise, rounded to 2 decimals. As a
+    driver, its one channel reads the signal at the clock's epoch milliseconds, so the daily shape
+    follows the time of day."""
 
-    def __init__(self, kind, seed, period_s=600):
-        if kind not in SIGNALS:
-            raise ConfigError("unknown simulated signal " + repr(kind) + "; known: " + ", ".join(sorted(SIGNALS)))
-        self.base, self.swing, self.noise = SIGNALS[kind]
+    channels = ("value",)
+
+    def __init__(self, shape, seed, clock=None, period_s=600):
+        super().__init__()
+        self.base, self.swing, self.noise = shape
         self.period_ms = int(period_s * 1000)
         self._state = (seed * 2654435761 + 1) & 0x7FFFFFFF or 1
+        self.clock = clock
 
     def read(self, now_ms):
         # xorshift keeps the noise deterministic per seed.
@@ -34,15 +30,6 @@ class Signal:
         phase = (now_ms % self.period_ms) / self.period_ms
         return round(self.base + self.swing * math.sin(2 * math.pi * phase) + noise, 2)
 
-
-class SignalDriver(Driver):
-    channels = ("value",)
-
-    def __init__(self, signal, clock):
-        super().__init__()
-        self.signal = signal
-        self.clock = clock  # epoch milliseconds, so the daily shape follows the time of day
-
     def measure(self, now):
-        self.values[0] = self.signal.read(self.clock())
+        self.values[0] = self.read(self.clock())
         return True

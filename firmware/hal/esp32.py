@@ -1,6 +1,5 @@
 # The ESP32 board: Wi-Fi, NTP time, the watchdog and the ADC. Only this module (with hal/) imports
 # machine, network and ntptime, and only when an Esp32Board is made, never at import of the firmware.
-import asyncio
 import time
 
 import machine
@@ -8,7 +7,7 @@ import network
 import ntptime
 import onewire
 
-from firmware.hal import Board, ConfigError, parse_rom
+from firmware.hal import Board, ConfigError
 
 # MicroPython ports whose epoch is 2000-01-01 need this added to reach Unix time.
 _EPOCH_2000_MS = 946684800000
@@ -32,27 +31,25 @@ class Esp32Board(Board):
     def ticks_ms(self):
         return time.ticks_ms()
 
-    async def connect_network(self, wifi):
-        """Join the configured Wi-Fi (waiting up to 20 s) and set the clock once by NTP."""
+    def connect_network(self, wifi):
+        """True once Wi-Fi is up, with the clock set by NTP once. Never waits: while the radio joins it
+        returns False and the node asks again after its backoff, sampling meanwhile."""
         wifi = wifi or {}
         if not self._wlan.isconnected():
             if not wifi.get("ssid"):
                 raise ConfigError("the config has no wifi.ssid")
-            self._wlan.active(True)
-            self._wlan.connect(wifi["ssid"], wifi.get("password", ""))
-            for _ in range(200):
-                if self._wlan.isconnected():
-                    break
-                self._wdt.feed()
-                await asyncio.sleep(0.1)
-        if self._wlan.isconnected() and not self._time_set:
+            if self._wlan.status() != network.STAT_CONNECTING:
+                self._wlan.active(True)
+                self._wlan.connect(wifi["ssid"], wifi.get("password", ""))
+            return False
+        if not self._time_set:
             try:
                 ntptime.host = wifi.get("ntp_host", "pool.ntp.org")
                 ntptime.settime()
                 self._time_set = True
             except OSError as exc:
                 print("ntp failed:", repr(exc))
-        return self._wlan.isconnected()
+        return True
 
     def _bus(self, config, name, kind, where):
         bus = self._buses.get(name)
@@ -91,7 +88,7 @@ class Esp32Board(Board):
 
             driver = SHT3x(self._bus(config, spec.get("bus"), "i2c", where), address)
         elif kind == "ds18b20":
-            from firmware.drivers.ds18b20 import DS18B20
+            from firmware.drivers.ds18b20 import DS18B20, parse_rom
 
             bus = self._bus(config, spec.get("bus"), "onewire", where)
             driver = DS18B20(bus, parse_rom(spec.get("rom"), where), spec.get("resolution", 12))
@@ -110,8 +107,13 @@ class Esp32Board(Board):
         self._drivers[key] = driver
         return driver
 
-    async def sleep_ms(self, ms):
-        await asyncio.sleep(ms / 1000)
+    def wait_ms(self, ms, poller=None):
+        """Up to ms; the poller (the MQTT socket) ends the wait when it is ready."""
+        self._wdt.feed()
+        if poller is None:
+            time.sleep_ms(ms)
+        else:
+            poller.ipoll(ms)
 
     def feed_watchdog(self):
         self._wdt.feed()

@@ -1,7 +1,6 @@
 # Emulated buses and chips wired to the real drivers, for a simulated board whose config names
 # bme280, sht3x, ds18b20 or adc sensors. Loaded only when a config does.
-from firmware.drivers.sources import Signal
-from firmware.hal import ConfigError, parse_rom
+from firmware.hal import ConfigError
 
 
 class _SimADC:
@@ -42,18 +41,20 @@ class SimChips:
             key = (kind, spec.get("bus"), spec.get("rom"))
         if key is not None and key in self._drivers:
             return self._drivers[key]
+        from firmware.hal.simsetup import signal
+
         clock = self.board.now_ms
         if kind == "adc":
             from firmware.drivers.analog import Analog
 
-            driver = Analog(_SimADC(Signal("voltage", seed), clock), spec.get("scale", 1.0), spec.get("offset", 0.0))
+            driver = Analog(_SimADC(signal("voltage", seed), clock), spec.get("scale", 1.0), spec.get("offset", 0.0))
         elif kind == "bme280":
             from firmware.drivers.bme280 import BME280
             from firmware.hal.simbus import FakeBME280
 
             bus = self._bus(config, spec.get("bus"), "i2c", where)
             chip = bus.attach(address, FakeBME280())
-            self._animated.append((chip, Signal("temperature", seed)))
+            self._animated.append((chip, signal("temperature", seed)))
             driver = BME280(bus, address)
         elif kind == "sht3x":
             from firmware.drivers.sht3x import SHT3x
@@ -61,16 +62,16 @@ class SimChips:
 
             bus = self._bus(config, spec.get("bus"), "i2c", where)
             chip = bus.attach(address, FakeSHT3x())
-            self._animated.append((chip, Signal("temperature", seed)))
+            self._animated.append((chip, signal("temperature", seed)))
             driver = SHT3x(bus, address)
         elif kind == "ds18b20":
-            from firmware.drivers.ds18b20 import DS18B20
+            from firmware.drivers.ds18b20 import DS18B20, parse_rom
             from firmware.hal.simbus import FakeDS18B20, make_rom
 
             bus = self._bus(config, spec.get("bus"), "onewire", where)
             rom = parse_rom(spec.get("rom"), where) or make_rom(seed)
             chip = bus.attach(FakeDS18B20(rom))
-            self._animated.append((chip, Signal("temperature", seed)))
+            self._animated.append((chip, signal("temperature", seed)))
             try:
                 driver = DS18B20(bus, rom if spec.get("rom") else None, spec.get("resolution", 12))
             except ValueError as exc:

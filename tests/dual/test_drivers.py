@@ -1,5 +1,5 @@
 # Drivers against emulated chips, on both interpreters: datasheet examples, CRCs, missing chips.
-from firmware.drivers import crc8
+from firmware.drivers.crc import crc8
 from firmware.drivers.analog import Analog, two_point
 from firmware.drivers.bme280 import BME280
 from firmware.drivers.ds18b20 import DS18B20, conversion_ms, onewire_crc

@@ -285,7 +285,7 @@ def test_config_errors_name_the_culprit():
 
 
 def test_compiled_chains_are_checked_on_the_node():
-    from shared.filters import from_compiled
+    from shared.filterlib import from_compiled
 
     assert from_compiled([["offset", 1.5], ["or", [["throttle", 100], ["delta", 2.0, False]]]]).process(1.0, 0) == 2.5
     for bad in ([["value", 1]], [["Offset", 1]], [["time"]], [["smooth", 3]], [[]], ["offset"], [5]):

@@ -59,8 +59,10 @@ SENSING: dict[str, Any] = {
 }
 
 
-def _env(mpy: Path) -> dict[str, str]:
-    return dict(os.environ, MICROPYPATH=f".frozen:{mpy}")
+def _env() -> dict[str, str]:
+    # Run from the folder of .mpy files, as a board runs from its filesystem: module paths
+    # (`__file__`, interned when a module loads) are then as short as a board's.
+    return dict(os.environ, MICROPYPATH=".frozen:")
 
 
 def filter_cost(mpy: Path, samples: int, heap: str) -> dict[str, dict[str, float]]:
@@ -68,7 +70,8 @@ def filter_cost(mpy: Path, samples: int, heap: str) -> dict[str, dict[str, float
     # float-allocating filters look several times slower than they are on a board.
     result = subprocess.run(
         [micropython_binary(), "-X", f"heapsize={heap}", str(HERE / "mp_filter_cost.py"), str(samples)],
-        env=_env(mpy),
+        env=_env(),
+        cwd=mpy,
         capture_output=True,
         text=True,
         timeout=600,
@@ -113,7 +116,9 @@ def run_node(mpy: Path, bundle: Path, heap: str, minutes: float, scale: int) -> 
         "60",
     ]
     started = time.monotonic()
-    result = subprocess.run(argv, env=_env(mpy), capture_output=True, text=True, timeout=minutes * 60 / scale + 120)
+    result = subprocess.run(
+        argv, env=_env(), cwd=mpy, capture_output=True, text=True, timeout=minutes * 60 / scale + 120
+    )
     heaps = [json.loads(line.split("heap: ", 1)[1]) for line in result.stdout.splitlines() if line.startswith("heap: ")]
     stopped = re.search(r"^stopped: (.*)$", result.stdout, re.M)
     error = re.search(r"^(MemoryError.*)$", result.stdout + result.stderr, re.M)

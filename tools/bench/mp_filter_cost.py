@@ -6,7 +6,7 @@ import micropython
 import sys
 import time
 
-from shared.filters import from_compiled
+from shared.filterlib import from_compiled
 
 SAMPLES = int(sys.argv[1]) if len(sys.argv) > 1 else 20000
 CHAINS = {
