@@ -31,6 +31,7 @@ class Node:
         self.client = MQTTClient(
             config["device_id"], broker["host"], broker["port"], ssl_context=tls,
             server_hostname=broker.get("server_hostname", broker["host"]), keepalive_s=broker.get("keepalive_s", 30),
+            timeout_ms=broker.get("timeout_ms", 10000),
             will=(protocol.status_topic(config["device_id"]), protocol.encode_status(False), True, 1),
         )
         # Only what the node needs later is kept: the parsed config dict would hold RAM for nothing.

@@ -16,7 +16,10 @@ PROTOCOL_VERSION = const(1)
 TOPIC_ROOT = "fl/v1"
 # Large enough for a batch of a few hundred readings, small enough for an ESP32's RAM.
 MAX_PAYLOAD_BYTES = const(16384)
-MAX_READINGS = const(1000)
+# At most this many readings per batch, so that the longest batch a node can make (MAX_SENSORS names
+# of MAX_ID_LENGTH, offsets of 10 digits, values of 17 significant digits) stays within
+# MAX_PAYLOAD_BYTES: a node never builds a batch the service must refuse.
+MAX_READINGS = const(256)
 MAX_SENSORS = const(64)
 MAX_ID_LENGTH = const(64)
 

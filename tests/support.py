@@ -183,7 +183,8 @@ def batch(seq: int, t0: int, sensors: list[str], rows: list[list[Any]]) -> bytes
 
 
 class LinkCutter:
-    """A TCP relay between a node and the broker that a test can cut and restore: the fake radio."""
+    """A TCP relay between a node and the broker that a test can cut and restore, or freeze and thaw
+    (connections stay open but every byte is lost, as when a radio's uplink dies): the fake radio."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
@@ -193,6 +194,7 @@ class LinkCutter:
         self._server.listen(16)
         self.port: int = self._server.getsockname()[1]
         self._up = True
+        self.frozen = False
         self._open: list[socket.socket] = []
         self._lock = threading.Lock()
         self.connections = 0
@@ -214,11 +216,11 @@ class LinkCutter:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                if not self.frozen:
+                    dst.sendall(data)
         except OSError:
             pass
         finally:

@@ -73,6 +73,35 @@ def test_network_outage_loses_nothing(
     assert link.connections >= 2
 
 
+def test_silent_link_is_detected_and_loses_nothing(
+    stack: StackInfo, ingest: IngestInfo, link: LinkCutter, uid: str, workdir: Path
+) -> None:
+    # The connection stays open but nothing gets through either way: no error, no reset. The node
+    # must notice by the missing PUBACK (or CONNACK), reconnect, and send the batches again.
+    device = f"silent-{uid}"
+    bundle = stack.add_device(device, sample_interval_ms=100, batch_max_readings=50, batch_max_age_ms=300)
+    config = json.loads((bundle / "config.json").read_text())
+    _point_bundle_at(bundle, link.port, broker=dict(config["broker"], port=link.port, timeout_ms=1000))
+    trace, log = workdir / "trace.jsonl", workdir / "node.log"
+
+    node = start_node(bundle, log, trace=trace, duration_s=5.0)
+    wait_until(lambda: link.connections >= 1, timeout=10)
+    time.sleep(1.0)
+    link.frozen = True
+    time.sleep(3.0)
+    link.frozen = False
+    assert node.wait(timeout=60) == 0, log.read_text()
+
+    produced = trace_readings(trace)
+    assert stack.wait_points(device, len(produced)) == produced
+    counters = _final_counters(log)
+    assert counters["dropped"] == 0
+    assert counters["queued"] == 0
+    assert counters["reconnects"] >= 1
+    assert "no PUBACK for packet" in log.read_text()
+    assert link.connections >= 2
+
+
 def test_outage_longer_than_the_outbox_drops_oldest_and_counts(
     stack: StackInfo, ingest: IngestInfo, link: LinkCutter, uid: str, workdir: Path
 ) -> None:

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shared.filter_config import FilterConfigError, compile_chain
-from shared.protocol import valid_id
+from shared.protocol import MAX_READINGS, valid_id
 from tools._errors import UsageError
 
 _DS18B20_CONVERSION_MS = {9: 94, 10: 188, 11: 375, 12: 750}
@@ -88,7 +88,7 @@ Sensor = Annotated[SimSensor | BME280Sensor | SHT3xSensor | DS18B20Sensor | AdcS
 
 
 class Batch(_Strict):
-    max_readings: int = Field(default=60, ge=1, le=1000)
+    max_readings: int = Field(default=60, ge=1, le=MAX_READINGS)
     max_age_ms: int = Field(default=10_000, ge=10)
 
 

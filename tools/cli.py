@@ -15,6 +15,7 @@ import click
 from pydantic import ValidationError
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from shared.protocol import MAX_READINGS
 from tools._config import compile_sensing, load_sensing
 from tools._devices import add_device, configure_device, list_devices
 from tools._errors import FieldlinkError, ServiceFailed, UsageError
@@ -84,7 +85,7 @@ def device() -> None:
 @device.command("add", context_settings=_CONTEXT)
 @click.argument("device_id")
 @click.option("--sample-interval-ms", default=1000, show_default=True, type=click.IntRange(10))
-@click.option("--batch-max-readings", default=60, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--batch-max-readings", default=60, show_default=True, type=click.IntRange(1, MAX_READINGS))
 @click.option("--batch-max-age-ms", default=5000, show_default=True, type=click.IntRange(10))
 @click.option(
     "--sensing",

@@ -121,3 +121,17 @@ def test_status_decodes_and_is_checked():
         raises(decode.MalformedPayload, decode.decode_status, bad)
     raises(decode.UnsupportedVersion, decode.decode_status, b'{"v":9,"online":true}')
     raises(decode.PayloadTooLarge, decode.decode_status, b" " * 3000)
+
+
+def test_the_longest_batch_a_node_can_build_is_within_the_payload_limit():
+    # Every limit at once: MAX_SENSORS names of MAX_ID_LENGTH, MAX_READINGS readings with 10-digit
+    # offsets and values that need 17 significant digits. The service must accept what a node sends.
+    names = [("s%02d" % i) + "x" * (protocol.MAX_ID_LENGTH - 3) for i in range(protocol.MAX_SENSORS)]
+    value = -1.2345678901234567e-300
+    rows = [(2147483647, protocol.MAX_SENSORS - 1, value)] * protocol.MAX_READINGS
+    payload = protocol.encode_batch(4294967295, 1795311729979, names, rows)
+    assert len(payload) <= protocol.MAX_PAYLOAD_BYTES, len(payload)
+    seq, readings = decode.decode_batch(payload)
+    assert seq == 4294967295
+    assert len(readings) == protocol.MAX_READINGS
+    assert readings[0] == (1795311729979 + 2147483647, names[-1], value)

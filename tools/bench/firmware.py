@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -121,11 +122,11 @@ def run_node(mpy: Path, bundle: Path, heap: str, minutes: float, scale: int) -> 
     )
     heaps = [json.loads(line.split("heap: ", 1)[1]) for line in result.stdout.splitlines() if line.startswith("heap: ")]
     stopped = re.search(r"^stopped: (.*)$", result.stdout, re.M)
-    error = re.search(r"^(MemoryError.*)$", result.stdout + result.stderr, re.M)
+    error = re.search(r"^.*MemoryError.*$", result.stdout + result.stderr, re.M)
     return {
         "heap": heap,
         "ok": result.returncode == 0 and error is None and stopped is not None,
-        "error": error[1] if error else (None if result.returncode == 0 else result.stdout[-300:]),
+        "error": error[0].strip() if error else (None if result.returncode == 0 else result.stdout[-300:]),
         "alloc": [h["alloc"] for h in heaps],
         "device_s": heaps[-1]["device_s"] if heaps else 0,
         "counters": json.loads(stopped[1]) if stopped else None,
@@ -138,7 +139,10 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=20000, help="samples per filter timing run")
     parser.add_argument("--minutes", type=float, default=10, help="simulated minutes per firmware run")
     parser.add_argument("--time-scale", type=int, default=20, help="device time runs this much faster")
-    parser.add_argument("--heaps", default="64k,80k,96k,112k", help="heap sizes for the firmware runs")
+    parser.add_argument("--heaps", default="48k,56k,64k,80k", help="heap sizes for the firmware runs")
+    parser.add_argument(
+        "--outage-heap", default="64k", help="heap size for the run with the broker unreachable throughout"
+    )
     parser.add_argument("--filter-heap", default="128k", help="heap size for the filter timing")
     args = parser.parse_args()
 
@@ -151,9 +155,15 @@ def main() -> None:
         stack.up(free_port(), free_port(), free_port())
         try:
             _, bundle = add_device(home, "bench-node", sensing=check_sensing(SENSING))
+            # The same node with its broker unreachable: the outbox fills to its limit and drops.
+            offline = root / "offline-node"
+            shutil.copytree(bundle, offline)
+            config = json.loads((offline / "config.json").read_text())
+            config["broker"]["port"] = free_port()
+            (offline / "config.json").write_text(json.dumps(config))
             heaps = args.heaps.split(",")
             with Progress(transient=True) as progress:
-                task = progress.add_task("benchmarking", total=2 + len(heaps))
+                task = progress.add_task("benchmarking", total=3 + len(heaps))
                 cost = filter_cost(mpy, args.samples, args.filter_heap)
                 progress.advance(task)
                 sizes = bytes_per_reading()
@@ -162,6 +172,10 @@ def main() -> None:
                 for heap in heaps:
                     runs.append(run_node(mpy, bundle, heap, args.minutes, args.time_scale))
                     progress.advance(task)
+                outage = run_node(mpy, offline, args.outage_heap, args.minutes, args.time_scale)
+                outage["heap"] += ", broker unreachable throughout"
+                runs.append(outage)
+                progress.advance(task)
         finally:
             stack.down()
 
