@@ -86,27 +86,33 @@ class Node:
         """The group is due: start a conversion, or read one, filter and batch the values."""
         board = self.board
         driver = group.driver
-        if group.read_at >= 0:
-            group.read_at = -1
-            driver.measure(now)
-        else:
-            board.before_measure(board.now_ms())
-            started = driver.start(now)
-            if driver.exhausted:
-                return
-            if started and driver.conversion_ms:
-                group.read_at = time.ticks_add(now, driver.conversion_ms)
-                return
-            if started:
+        try:
+            if group.read_at >= 0:
+                group.read_at = -1
                 driver.measure(now)
-        values = driver.values
-        for sensor_index, channel_index, chain in group.channels:
-            raw = values[channel_index]
-            if raw != raw:
-                self.read_errors += 1
-            value = chain.process(raw, now)
-            if value is not None:
-                self._add(sensor_index, value)
+            else:
+                board.before_measure(board.now_ms())
+                started = driver.start(now)
+                if driver.exhausted:
+                    return
+                if started and driver.conversion_ms:
+                    group.read_at = time.ticks_add(now, driver.conversion_ms)
+                    return
+                if started:
+                    driver.measure(now)
+            values = driver.values
+            for sensor_index, channel_index, chain in group.channels:
+                raw = values[channel_index]
+                if raw != raw:
+                    self.read_errors += 1
+                value = chain.process(raw, now)
+                if value is not None:
+                    self._add(sensor_index, value)
+        except Exception as exc:  # drivers and filters are not meant to raise; if one does, it must
+            # not stop the loop: count it against the driver and sample again at the next tick
+            driver.errors += 1
+            driver.last_error = repr(exc)
+            print("sampling failed:", driver.last_error)
         group.next = time.ticks_add(group.next, group.interval_ms)
         if time.ticks_diff(group.next, board.ticks_ms()) < 0:
             # Fell behind (a slow bus, a long GC): don't try to catch up in a burst.

@@ -65,7 +65,10 @@ class MQTTClient:
         self.will = will
         self.out = []  # what is still to be written, oldest first (the node polls for writing while any)
         self._rx = bytearray(4)  # every packet a publisher receives fits: CONNACK, PUBACK, PINGRESP
-        self._rx_view = memoryview(self._rx)
+        view = memoryview(self._rx)
+        # Where the next bytes go, by how many have come: the header's two bytes, then the body's
+        # two. Made once, so that polling an idle socket allocates nothing.
+        self._rx_into = (view[0:2], view[1:2], view[2:4], view[3:4])
         self._rx_len = 0
         self._pid = 0
         self._since = 0  # ticks of the CONNECT, or of the publish in flight
@@ -166,9 +169,7 @@ class MQTTClient:
     def _read(self):
         rx = self._rx
         while True:
-            if self._rx_len < 2:
-                end = 2  # the fixed header: type, and a remaining length that fits one byte here
-            else:
+            if self._rx_len >= 2:
                 kind = rx[0]
                 end = 2 + rx[1]
                 if rx[1] != (0 if kind == _PINGRESP else 2) or kind not in (_CONNACK, _PUBACK, _PINGRESP):
@@ -185,7 +186,7 @@ class MQTTClient:
                     elif kind == _PUBACK and (rx[2] << 8 | rx[3]) == self.inflight:
                         self.inflight = 0
                     continue
-            n = self.sock.readinto(self._rx_view[self._rx_len:end])
+            n = self.sock.readinto(self._rx_into[self._rx_len])
             if n is None:
                 return
             if not n:

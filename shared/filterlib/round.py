@@ -16,7 +16,10 @@ class Round(Filter):
     def process(self, value, now):
         if isnan(value) or value in (INF, -INF):
             return value
-        return _round_half_away(value * self.scale) / self.scale
+        scaled = value * self.scale
+        if scaled in (INF, -INF):  # too large to have decimals: already as round as it gets
+            return value
+        return _round_half_away(scaled) / self.scale
 
 
 make = Round

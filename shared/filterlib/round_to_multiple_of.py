@@ -13,6 +13,8 @@ class RoundToMultiple(Filter):
             return value
         # value - remainderf(value, multiple): the nearest multiple, ties to the even one.
         q = value / self.multiple
+        if q in (INF, -INF):  # a multiple this small of a value this large: nothing to round
+            return value
         n = math.floor(q + 0.5)
         if n - q == 0.5 and n % 2:
             n -= 1

@@ -87,6 +87,12 @@ def test_round_is_half_away_from_zero():
     assert values([{"round": 0}], [0.5, 1.5, 2.5, -0.5]) == [1.0, 2.0, 3.0, -1.0]
 
 
+def test_rounding_a_value_too_large_to_scale_returns_it_unchanged():
+    # value * 10**decimals (or value / multiple) overflows to inf; flooring inf would raise.
+    assert values([{"round": 2}], [1e307, -1e307]) == [1e307, -1e307]
+    assert values([{"round_to_multiple_of": 0.5}], [1.7e308, -1.7e308]) == [1.7e308, -1.7e308]
+
+
 def test_round_to_multiple_of_ties_to_even_like_remainderf():
     assert values([{"round_to_multiple_of": 10}], [14.0, 15.0, 25.0, 26.0, -15.0]) == [
         10.0,
