@@ -29,9 +29,9 @@ from tools._home import Home
 from tools._process import stop_pid
 
 
-def _point_bundle_at(bundle: Path, port: int, **changes: object) -> None:
+def _point_bundle_at(bundle: Path, port: int, broker: dict[str, object] | None = None, **changes: object) -> None:
     config = json.loads((bundle / "config.json").read_text())
-    config["broker"]["port"] = port
+    config["broker"].update(broker or {}, port=port)
     config.update(changes)
     (bundle / "config.json").write_text(json.dumps(config))
 
@@ -39,6 +39,18 @@ def _point_bundle_at(bundle: Path, port: int, **changes: object) -> None:
 def _final_counters(log: Path) -> dict[str, int]:
     counters: dict[str, int] = json.loads(log.read_text().rsplit("stopped: ", 1)[1].splitlines()[0])
     return counters
+
+
+def _assert_nothing_lost_after_reconnecting(
+    stack: StackInfo, link: LinkCutter, device: str, trace: Path, log: Path
+) -> None:
+    produced = trace_readings(trace)
+    assert stack.wait_points(device, len(produced)) == produced
+    counters = _final_counters(log)
+    assert counters["dropped"] == 0
+    assert counters["queued"] == 0
+    assert counters["reconnects"] >= 1
+    assert link.connections >= 2
 
 
 @pytest.fixture
@@ -63,14 +75,7 @@ def test_network_outage_loses_nothing(
     time.sleep(2.0)
     link.restore()
     assert node.wait(timeout=60) == 0, log.read_text()
-
-    produced = trace_readings(trace)
-    assert stack.wait_points(device, len(produced)) == produced
-    counters = _final_counters(log)
-    assert counters["dropped"] == 0
-    assert counters["queued"] == 0
-    assert counters["reconnects"] >= 1
-    assert link.connections >= 2
+    _assert_nothing_lost_after_reconnecting(stack, link, device, trace, log)
 
 
 def test_silent_link_is_detected_and_loses_nothing(
@@ -80,8 +85,7 @@ def test_silent_link_is_detected_and_loses_nothing(
     # must notice by the missing PUBACK (or CONNACK), reconnect, and send the batches again.
     device = f"silent-{uid}"
     bundle = stack.add_device(device, sample_interval_ms=100, batch_max_readings=50, batch_max_age_ms=300)
-    config = json.loads((bundle / "config.json").read_text())
-    _point_bundle_at(bundle, link.port, broker=dict(config["broker"], port=link.port, timeout_ms=1000))
+    _point_bundle_at(bundle, link.port, broker={"timeout_ms": 1000})
     trace, log = workdir / "trace.jsonl", workdir / "node.log"
 
     node = start_node(bundle, log, trace=trace, duration_s=5.0)
@@ -91,15 +95,8 @@ def test_silent_link_is_detected_and_loses_nothing(
     time.sleep(3.0)
     link.frozen = False
     assert node.wait(timeout=60) == 0, log.read_text()
-
-    produced = trace_readings(trace)
-    assert stack.wait_points(device, len(produced)) == produced
-    counters = _final_counters(log)
-    assert counters["dropped"] == 0
-    assert counters["queued"] == 0
-    assert counters["reconnects"] >= 1
+    _assert_nothing_lost_after_reconnecting(stack, link, device, trace, log)
     assert "no PUBACK for packet" in log.read_text()
-    assert link.connections >= 2
 
 
 def test_outage_longer_than_the_outbox_drops_oldest_and_counts(
