@@ -1,7 +1,9 @@
 # round: to a number of decimals, half away from zero (see shared/filters.py).
 import math
 
-from shared.filters import INF, Filter, isnan
+from shared.filters import INF, Filter
+
+_NEG_INF = -INF  # made once: negating INF in process() would allocate a float per sample
 
 
 def _round_half_away(x):
@@ -14,10 +16,10 @@ class Round(Filter):
         self.scale = 10.0 ** decimals
 
     def process(self, value, now):
-        if isnan(value) or value in (INF, -INF):
+        if not _NEG_INF < value < INF:  # NaN and the infinities pass unchanged
             return value
         scaled = value * self.scale
-        if scaled in (INF, -INF):  # too large to have decimals: already as round as it gets
+        if not _NEG_INF < scaled < INF:  # too large to have decimals: already as round as it gets
             return value
         return _round_half_away(scaled) / self.scale
 
