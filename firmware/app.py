@@ -233,10 +233,13 @@ class Node:
             if not sampling and (not len(self.outbox) and self._sending is None
                                  or time.ticks_diff(time.ticks_ms(), drain_deadline) > 0):
                 break
-            wait = time.ticks_diff(next_housekeeping, now) if sampling else 50
-            for group in self.groups:
-                if not group.driver.exhausted:
-                    wait = min(wait, time.ticks_diff(self._due(group), now))
+            if sampling:
+                wait = time.ticks_diff(next_housekeeping, now)
+                for group in self.groups:
+                    if not group.driver.exhausted:
+                        wait = min(wait, time.ticks_diff(self._due(group), now))
+            else:
+                wait = 50  # draining: only the network is left to wait for
             if wait > 0:
                 self._wait(wait)
         self._stop()
