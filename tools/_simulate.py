@@ -53,7 +53,7 @@ def node_command(
 
 def node_env() -> dict[str, str]:
     env = dict(os.environ)
-    # `.frozen` keeps MicroPython's built-in asyncio reachable next to our code.
+    # `.frozen` keeps the modules built into MicroPython (argparse, asyncio...) reachable next to ours.
     env["MICROPYPATH"] = f".frozen:{CODE_ROOT}"
     return env
 
