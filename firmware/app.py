@@ -208,14 +208,14 @@ class Node:
         while True:
             now = board.ticks_ms()
             if sampling:
-                sampling = board.running()
+                # Sampling goes on while the board runs and a driver has more (a replay may end).
+                running = board.running()
+                sampling = False
                 for group in self.groups:
-                    if sampling and not group.driver.exhausted and time.ticks_diff(now, self._due(group)) >= 0:
-                        self._sample(group, now)
-                        now = board.ticks_ms()
-                if sampling:
-                    sampling = False
-                    for group in self.groups:
+                    if running and not group.driver.exhausted:
+                        if time.ticks_diff(now, self._due(group)) >= 0:
+                            self._sample(group, now)
+                            now = board.ticks_ms()
                         sampling = sampling or not group.driver.exhausted
                 if sampling and time.ticks_diff(now, next_housekeeping) >= 0:
                     self._housekeeping(now)

@@ -3,6 +3,7 @@
 # config. Needed only at start-up: firmware/main.py unloads this module once the node runs.
 import json
 import ssl
+import sys
 
 from firmware.hal import ConfigError
 from shared import protocol
@@ -84,10 +85,8 @@ def parse_args(argv):
     return options
 
 
-def make_board(options):
+def _make_board(options):
     """The board for this interpreter: sim on the unix port, esp32 on a board."""
-    import sys
-
     if sys.platform == "esp32":
         from firmware.hal.esp32 import Esp32Board
 
@@ -98,7 +97,7 @@ def make_board(options):
                     duration_s=options.get("duration"), time_scale=options.get("time-scale", 1))
 
 
-def read_file(path):
+def _read_file(path):
     with open(path, "rb") as f:
         return f.read()
 
@@ -115,8 +114,8 @@ def _tls_context(base, tls):
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.verify_mode = ssl.CERT_REQUIRED  # the fleet CA is pinned: nothing else is trusted
     try:
-        context.load_verify_locations(cadata=read_file(path(tls["ca"])))
-        context.load_cert_chain(read_file(path(tls["cert"])), read_file(path(tls["key"])))
+        context.load_verify_locations(cadata=_read_file(path(tls["ca"])))
+        context.load_cert_chain(_read_file(path(tls["cert"])), _read_file(path(tls["key"])))
     except (OSError, ValueError) as exc:
         raise ConfigError("cannot load TLS files: " + repr(exc))
     return context
@@ -138,18 +137,18 @@ def _load(board, base):
     """(config, TLS context, sensor names, groups, error) from config.json; if that config cannot be
     used, from the last good one, with the error kept for the status message. A config that worked
     becomes the last good one."""
-    text = read_file(base + "/" + CONFIG)
+    text = _read_file(base + "/" + CONFIG)
     try:
         prepared = _prepare(board, base, load_config(text))
     except ConfigError as exc:
         try:
-            fallback = read_file(base + "/" + LAST_GOOD)
+            fallback = _read_file(base + "/" + LAST_GOOD)
         except OSError:
             raise exc
         print("config error:", exc, "; running on the last good config")
         return _prepare(board, base, load_config(fallback)) + (str(exc),)
     try:
-        if read_file(base + "/" + LAST_GOOD) == text:
+        if _read_file(base + "/" + LAST_GOOD) == text:
             return prepared + (None,)
     except OSError:
         pass
@@ -161,6 +160,6 @@ def start(argv):
     """(options, board, config, TLS context, sensor names, groups, config error): everything a node
     needs from the command line and its config; raises ConfigError or OSError if it cannot start."""
     options = parse_args(argv)
-    board = make_board(options)
+    board = _make_board(options)
     base = options["bundle"].rstrip("/")
     return (options, board) + _load(board, base)

@@ -4,6 +4,7 @@
 # at a time: a batch carries many readings, so a window of one keeps the RAM cost fixed and the order
 # simple. It publishes only (a config or command topic would add SUBSCRIBE and incoming PUBLISH).
 # Network time is real time (time.ticks_ms), whatever the board's clock does.
+import errno
 import socket
 import struct
 import time
@@ -86,7 +87,7 @@ class MQTTClient:
             try:
                 sock.connect(address[-1])
             except OSError as exc:
-                if exc.errno != 115:  # EINPROGRESS: the TCP handshake goes on while the node samples
+                if exc.errno != errno.EINPROGRESS:  # the TCP handshake goes on while the node samples
                     raise
             if self.ssl_context is not None:
                 self.sock = sock = self.ssl_context.wrap_socket(
@@ -105,8 +106,8 @@ class MQTTClient:
             _string(packet, message)
         header = bytearray([_CONNECT])
         _remaining_length(header, len(packet))
-        self.out.append(memoryview(header))
-        self.out.append(memoryview(packet))
+        self.out.append(header)
+        self.out.append(packet)
         self.state = CONNECTING
         self._since = self._last_rx = self._last_tx = time.ticks_ms()
 
@@ -123,8 +124,8 @@ class MQTTClient:
             header.extend(struct.pack("!H", self._pid))
             self.inflight = self._pid
             self._since = time.ticks_ms()
-        self.out.append(memoryview(header))
-        self.out.append(memoryview(payload))
+        self.out.append(header)
+        self.out.append(payload)
         self._last_tx = time.ticks_ms()
         self.step()
 
