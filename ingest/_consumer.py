@@ -59,11 +59,11 @@ class Verifier:
     def check_status(self, device_id: str, payload: bytes) -> dict[str, Any]:
         """A registered device's status message as a dict, or raise RejectedMessage."""
         try:
-            online, counters, error = decode.decode_status(payload)
+            online, counters, error, cert = decode.decode_status(payload)
         except decode.ProtocolError as exc:
             raise RejectedMessage(exc.reason, str(exc)) from exc
         self._device(device_id)
-        return {"online": online, "counters": counters, "error": error}
+        return {"online": online, "counters": counters, "error": error, "cert": cert}
 
     def check(self, topic: str, payload: bytes, now_ms: int) -> tuple[str, int, list[tuple[int, str, float]], int]:
         """Return (device, seq, readings with values, count of failed reads) or raise RejectedMessage."""

@@ -15,6 +15,10 @@ class RegistryError(IngestError):
     """The device registry refused an operation or cannot be opened."""
 
 
+class PKIError(IngestError):
+    """The fleet CA cannot do what was asked (missing, unreadable)."""
+
+
 class StorageError(IngestError):
     """The database did not take a write; the message stays unacknowledged and is retried."""
 

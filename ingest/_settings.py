@@ -14,6 +14,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from shared.protocol import INGEST_IDENTITY
+
 # Values a caller (the `fieldlink` CLI, from the local stack) offers when neither the environment nor
 # `.env` says otherwise.
 _fallbacks: ContextVar[dict[str, Any] | None] = ContextVar("fieldlink_settings_fallbacks", default=None)
@@ -30,7 +32,9 @@ class Settings(BaseSettings):
     mqtt_ca: Path | None = None
     mqtt_cert: Path | None = None
     mqtt_key: Path | None = None
-    mqtt_client_id: str = "fieldlink-ingest"
+    # The broker replaces a client id with the certificate's CN (use_username_as_clientid), so this
+    # must equal the CN of mqtt_cert for the persistent session to be found again.
+    mqtt_client_id: str = INGEST_IDENTITY
     mqtt_keepalive_s: int = 30
     # With a group, workers share the subscription ($share/<group>/...); each message goes to one.
     mqtt_shared_group: str | None = None

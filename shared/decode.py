@@ -3,6 +3,7 @@
 import json
 
 from shared.protocol import (
+    CERT_ID_LENGTH,
     MAX_PAYLOAD_BYTES,
     MAX_READINGS,
     MAX_SENSORS,
@@ -100,7 +101,7 @@ MAX_STATUS_BYTES = 2048
 
 
 def decode_status(payload):
-    """Decode a device's status message; returns (online, counters dict, error or None)."""
+    """Decode a device's status message; returns (online, counters dict, error or None, cert or None)."""
     if len(payload) > MAX_STATUS_BYTES:
         raise PayloadTooLarge("status of " + str(len(payload)) + " bytes exceeds " + str(MAX_STATUS_BYTES))
     try:
@@ -122,4 +123,16 @@ def decode_status(payload):
         raise MalformedPayload("status field 'counters' must map names to integers")
     if error is not None and not isinstance(error, str):
         raise MalformedPayload("status field 'error' must be text")
-    return online, counters, error
+    cert = obj.get("cert")
+    if cert is not None and not _is_cert_id(cert):
+        raise MalformedPayload("status field 'cert' must be " + str(CERT_ID_LENGTH) + " lower-case hex digits")
+    return online, counters, error, cert
+
+
+def _is_cert_id(text):
+    if not isinstance(text, str) or len(text) != CERT_ID_LENGTH:
+        return False
+    for ch in text:
+        if ch not in "0123456789abcdef":
+            return False
+    return True

@@ -22,6 +22,9 @@ MAX_PAYLOAD_BYTES = const(16384)
 MAX_READINGS = const(256)
 MAX_SENSORS = const(64)
 MAX_ID_LENGTH = const(64)
+# A device names the certificate it connects with in its status: the first hex digits of the SHA-256
+# of the certificate's DER form (what `fieldlink device show` lists), so rotation can see it in use.
+CERT_ID_LENGTH = const(16)
 
 _ID_FIRST = "abcdefghijklmnopqrstuvwxyz0123456789"
 _ID_REST = _ID_FIRST + "-_."
@@ -46,6 +49,11 @@ def data_topic(device_id):
 def status_topic(device_id):
     return TOPIC_ROOT + "/" + device_id + "/status"
 
+
+# The service's identities on the broker (certificate CN = MQTT username = client id). Valid device ids
+# never contain ':', so no device certificate can hold them.
+INGEST_IDENTITY = "fieldlink:ingest"
+ADMIN_IDENTITY = "fieldlink:admin"
 
 DATA_SUBSCRIPTION = TOPIC_ROOT + "/+/data"
 STATUS_SUBSCRIPTION = TOPIC_ROOT + "/+/status"
@@ -89,12 +97,15 @@ def encode_batch(seq, t0_ms, sensors, readings):
     return bytes(out)
 
 
-def encode_status(online, counters=None, error=None):
+def encode_status(online, counters=None, error=None, cert=None):
     """The retained status message; `counters` is a dict of health counts (drops, errors), `error`
-    says why the device runs on its last good config, if it does."""
+    says why the device runs on its last good config, if it does; `cert` names the certificate in use
+    (CERT_ID_LENGTH hex digits of its SHA-256)."""
     obj = {"v": PROTOCOL_VERSION, "online": bool(online)}
     if counters:
         obj["counters"] = counters
     if error:
         obj["error"] = error
+    if cert:
+        obj["cert"] = cert
     return _dumps(obj)

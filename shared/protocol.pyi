@@ -8,6 +8,9 @@ MAX_PAYLOAD_BYTES: int
 MAX_READINGS: int
 MAX_SENSORS: int
 MAX_ID_LENGTH: int
+INGEST_IDENTITY: str
+ADMIN_IDENTITY: str
+CERT_ID_LENGTH: int
 DATA_SUBSCRIPTION: str
 STATUS_SUBSCRIPTION: str
 
@@ -17,4 +20,6 @@ def status_topic(device_id: str) -> str: ...
 def encode_batch(
     seq: int, t0_ms: int, sensors: list[str], readings: Iterable[tuple[int, int, float | None]]
 ) -> bytes: ...
-def encode_status(online: bool, counters: dict[str, Any] | None = None, error: str | None = None) -> bytes: ...
+def encode_status(
+    online: bool, counters: dict[str, Any] | None = None, error: str | None = None, cert: str | None = None
+) -> bytes: ...

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from ingest import CertificateAuthority
 from tests.support import (
     IngestInfo,
     StackInfo,
@@ -20,7 +21,6 @@ from tests.support import (
     wait_until,
 )
 from tools._home import Home
-from tools._pki import CertificateAuthority
 
 
 def _device_client(stack: StackInfo, device: str) -> object:

@@ -11,11 +11,10 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ingest import Device, Registry, RegistryError
+from ingest import CertificateAuthority, Device, Registry, RegistryError
 from tools._config import Sensing, check_sensing, compile_sensing
 from tools._errors import UsageError
 from tools._home import Home
-from tools._pki import CertificateAuthority
 
 RESERVED_PREFIX = "fieldlink-"
 DEFAULT_SENSORS: list[dict[str, Any]] = [

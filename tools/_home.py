@@ -9,7 +9,6 @@ from pathlib import Path
 
 from tools._errors import UsageError
 
-INGEST_IDENTITY = "fieldlink-ingest"
 BROKER_NAMES = ("localhost", "127.0.0.1")
 
 
@@ -51,7 +50,17 @@ class Home:
         return self.devices / device_id
 
     def ingest_cert(self) -> tuple[Path, Path]:
-        return self.pki / f"{INGEST_IDENTITY}.pem", self.pki / f"{INGEST_IDENTITY}.key"
+        """The ingest service's client certificate and key (CN INGEST_IDENTITY)."""
+        return self.pki / "ingest.pem", self.pki / "ingest.key"
+
+    def admin_cert(self) -> tuple[Path, Path]:
+        """The fleet administrator's client certificate and key (CN ADMIN_IDENTITY): broker control."""
+        return self.pki / "admin.pem", self.pki / "admin.key"
+
+    @property
+    def crl_path(self) -> Path:
+        """The fleet CA's certificate revocation list, which the broker reloads on SIGHUP."""
+        return self.pki / "crl.pem"
 
     def load_state(self) -> StackState:
         if not self.state_path.is_file():

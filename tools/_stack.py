@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import httpx
 
+from ingest import CertificateAuthority
+from shared.protocol import ADMIN_IDENTITY, INGEST_IDENTITY
 from tools._errors import EnvironmentProblem, ServiceFailed, UsageError
-from tools._home import BROKER_NAMES, INGEST_IDENTITY, Home, StackState
-from tools._pki import CertificateAuthority
+from tools._home import BROKER_NAMES, Home, StackState
 from tools._process import pid_alive, port_free, stop_pid, tail, wait_port
 
 _START_TIMEOUT_S = 30.0
@@ -130,9 +131,14 @@ class Stack:
                 self.home.pki / "broker.key",
                 server_names=BROKER_NAMES,
             )
-        cert, key = self.home.ingest_cert()
-        if not cert.exists():
-            ca.issue(INGEST_IDENTITY, cert, key)
+        for identity, (cert, key) in (
+            (INGEST_IDENTITY, self.home.ingest_cert()),
+            (ADMIN_IDENTITY, self.home.admin_cert()),
+        ):
+            if not cert.exists():
+                ca.issue(identity, cert, key)
+        if not self.home.crl_path.exists():
+            ca.write_crl(self.home.crl_path, [])
 
     def up(
         self,

@@ -114,10 +114,13 @@ def test_status_message_carries_a_config_error():
 
 def test_status_decodes_and_is_checked():
     assert decode.decode_status(protocol.encode_status(True, {"dropped": 3}, "bad filter")) == (
-        True, {"dropped": 3}, "bad filter")
-    assert decode.decode_status(protocol.encode_status(False)) == (False, {}, None)
+        True, {"dropped": 3}, "bad filter", None)
+    assert decode.decode_status(protocol.encode_status(False)) == (False, {}, None, None)
+    assert decode.decode_status(protocol.encode_status(True, None, None, "0123456789abcdef")) == (
+        True, {}, None, "0123456789abcdef")
     for bad in (b"nope", b'{"v":1}', b'{"v":1,"online":1}', b'{"v":1,"online":true,"counters":{"x":"y"}}',
-                b'{"v":1,"online":true,"error":5}'):
+                b'{"v":1,"online":true,"error":5}', b'{"v":1,"online":true,"cert":"0123"}',
+                b'{"v":1,"online":true,"cert":"0123456789ABCDEF"}'):
         raises(decode.MalformedPayload, decode.decode_status, bad)
     raises(decode.UnsupportedVersion, decode.decode_status, b'{"v":9,"online":true}')
     raises(decode.PayloadTooLarge, decode.decode_status, b" " * 3000)

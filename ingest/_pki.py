@@ -1,10 +1,16 @@
-"""The development PKI: a fleet CA, a broker certificate and one EC P-256 certificate per device."""
+"""The fleet PKI: a CA, a broker certificate, one EC P-256 certificate per device, and the CA's CRL.
+
+Used by the `fieldlink` command and by the service's admin API. Every file is written atomically (a
+temporary file in the same folder, then a rename), private keys with mode 0600 from the first byte.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
 import os
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -12,19 +18,54 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tools._errors import UsageError
+from ingest._errors import PKIError
 
 _CA_DAYS = 3650
 _LEAF_DAYS = 825
+_CRL_DAYS = 3650
+
+
+@dataclass(frozen=True)
+class Issued:
+    """What the registry keeps of a certificate: its serial (hex), SHA-256 fingerprint and expiry."""
+
+    serial: str
+    sha256: str
+    not_after: float
+
+    @classmethod
+    def of(cls, cert: x509.Certificate) -> Issued:
+        return cls(
+            serial=format(cert.serial_number, "x"),
+            sha256=cert.fingerprint(hashes.SHA256()).hex(),
+            not_after=cert.not_valid_after_utc.timestamp(),
+        )
+
+    @classmethod
+    def from_pem(cls, pem: bytes) -> Issued:
+        return cls.of(x509.load_pem_x509_certificate(pem))
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace `path` with `data` in one step: readers see the old file or the new one, never a part.
+    The temporary file has `mode` from its creation, so a key is never readable by others."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    """Write a private key readable by its owner only, from the first byte on."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(path, 0o600)
+    write_atomic(path, data, 0o600)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -90,15 +131,15 @@ class CertificateAuthority:
             .sign(key, hashes.SHA256())
         )
         _write_private(self.key_path, _key_pem(key))
-        self.cert_path.write_bytes(_cert_pem(cert))
+        write_atomic(self.cert_path, _cert_pem(cert))
 
     def _load(self) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
         if not self.exists():
-            raise UsageError(f"no fleet CA in {self.folder}; run `fieldlink stack up` first")
+            raise PKIError(f"no fleet CA in {self.folder}; run `fieldlink stack up` first")
         cert = x509.load_pem_x509_certificate(self.cert_path.read_bytes())
         key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise UsageError(f"{self.key_path} is not an EC private key")
+            raise PKIError(f"{self.key_path} is not an EC private key")
         return cert, key
 
     def issue(
@@ -108,11 +149,16 @@ class CertificateAuthority:
         key_path: Path,
         *,
         server_names: tuple[str, ...] = (),
-    ) -> str:
-        """Issue a leaf certificate; with `server_names` it is a server certificate. Returns its SHA-256."""
+        not_before: dt.datetime | None = None,
+        not_after: dt.datetime | None = None,
+    ) -> Issued:
+        """Issue a leaf certificate; with `server_names` it is a server certificate. The validity
+        defaults to now (less 5 minutes of clock slack) for _LEAF_DAYS."""
         ca_cert, ca_key = self._load()
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
+        not_before = not_before or now - dt.timedelta(minutes=5)
+        not_after = not_after or now + dt.timedelta(days=_LEAF_DAYS)
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server_names else ExtendedKeyUsageOID.CLIENT_AUTH
         builder = (
             x509.CertificateBuilder()
@@ -120,8 +166,8 @@ class CertificateAuthority:
             .issuer_name(ca_cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=_LEAF_DAYS))
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
@@ -136,5 +182,26 @@ class CertificateAuthority:
             builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
         cert = builder.sign(ca_key, hashes.SHA256())
         _write_private(key_path, _key_pem(key))
-        cert_path.write_bytes(_cert_pem(cert))
-        return cert.fingerprint(hashes.SHA256()).hex()
+        write_atomic(cert_path, _cert_pem(cert))
+        return Issued.of(cert)
+
+    def write_crl(self, path: Path, revoked: Iterable[tuple[str, float]]) -> None:
+        """Write the CA's revocation list: `revoked` holds (serial in hex, revoked at, epoch seconds).
+        Valid for _CRL_DAYS; it is written anew at every revocation and at every `stack up`."""
+        ca_cert, ca_key = self._load()
+        now = dt.datetime.now(dt.UTC)
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(ca_cert.subject)
+            .last_update(now - dt.timedelta(minutes=5))
+            .next_update(now + dt.timedelta(days=_CRL_DAYS))
+        )
+        for serial, at in revoked:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder()
+                .serial_number(int(serial, 16))
+                .revocation_date(dt.datetime.fromtimestamp(at, dt.UTC))
+                .build()
+            )
+        crl = builder.sign(ca_key, hashes.SHA256())
+        write_atomic(path, crl.public_bytes(serialization.Encoding.PEM))
