@@ -39,6 +39,7 @@ class Node:
         self.drain_timeout_ms = config["drain_timeout_ms"]
         self.config_error = config_error  # why the node runs on its last good config, if it does
         self.device_id = config["device_id"]
+        self.cert_id = config.get("cert_id")  # the certificate in use, named in the status
         self.data_topic = protocol.data_topic(self.device_id)
         self.sensor_names = sensor_names
         self.groups = groups
@@ -66,7 +67,7 @@ class Node:
                 "queued": len(self.outbox), "queued_bytes": self.outbox.bytes}
 
     def status(self, online):
-        return protocol.encode_status(online, self.counters(), self.config_error)
+        return protocol.encode_status(online, self.counters(), self.config_error, self.cert_id)
 
     # --- sampling ------------------------------------------------------------------------------------
     def _enqueue(self, payload):

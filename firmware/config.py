@@ -1,6 +1,8 @@
 # Start-up: the command line, the device config with the checks a node must make itself before it
 # trusts a config (the host checks much more, see tools/_config.py), and the fallback to the last good
 # config. Needed only at start-up: firmware/main.py unloads this module once the node runs.
+import binascii
+import hashlib
 import json
 import ssl
 import sys
@@ -108,6 +110,8 @@ def _write_file(path, data):
 
 
 def _tls_context(base, tls):
+    """(TLS context, certificate id): the id is what the status reports as the certificate in use,
+    so that the service can tell a rotation has reached the device."""
     def path(name):
         return name if name.startswith("/") else base + "/" + name
 
@@ -115,15 +119,17 @@ def _tls_context(base, tls):
     context.verify_mode = ssl.CERT_REQUIRED  # the fleet CA is pinned: nothing else is trusted
     try:
         context.load_verify_locations(cadata=_read_file(path(tls["ca"])))
-        context.load_cert_chain(_read_file(path(tls["cert"])), _read_file(path(tls["key"])))
+        cert = _read_file(path(tls["cert"]))
+        context.load_cert_chain(cert, _read_file(path(tls["key"])))
     except (OSError, ValueError) as exc:
         raise ConfigError("cannot load TLS files: " + repr(exc))
-    return context
+    cert_id = binascii.hexlify(hashlib.sha256(cert).digest()).decode()[:protocol.CERT_ID_LENGTH]
+    return context, cert_id
 
 
 def _prepare(board, base, config):
     # The TLS context first, while the heap is nearly empty: mbedTLS wants a few kilobytes in one piece.
-    context = _tls_context(base, config["tls"])
+    context, config["cert_id"] = _tls_context(base, config["tls"])
     from firmware.sensors import build_sensors
 
     names, groups = build_sensors(dict(config, sensors=board.sensor_specs(config)), board)

@@ -1,23 +1,40 @@
 """The fieldlink ingest service: MQTT in, verified points out to InfluxDB."""
 
 from ingest._app import create_app
-from ingest._errors import IngestError, PKIError, RegistryError, RejectedMessage, SettingsError, StorageError
-from ingest._pki import CertificateAuthority, Issued, write_atomic
-from ingest._registry import Device, Registry
+from ingest._errors import (
+    FleetError,
+    IngestError,
+    PKIError,
+    RegistryError,
+    RejectedMessage,
+    SettingsError,
+    StorageError,
+)
+from ingest._fleet import BrokerControl, Fleet, PkiLayout, Revocation
+from ingest._pki import CertificateAuthority, Credentials, Issued, write_atomic
+from ingest._registry import Certificate, Device, Registry, check_device_id
 from ingest._settings import Settings, load_settings
 
 __all__ = [
+    "BrokerControl",
+    "Certificate",
     "CertificateAuthority",
+    "Credentials",
     "Device",
+    "Fleet",
+    "FleetError",
     "IngestError",
     "Issued",
     "PKIError",
+    "PkiLayout",
     "Registry",
     "RegistryError",
     "RejectedMessage",
+    "Revocation",
     "Settings",
     "SettingsError",
     "StorageError",
+    "check_device_id",
     "create_app",
     "load_settings",
     "write_atomic",

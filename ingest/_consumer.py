@@ -50,11 +50,12 @@ class Verifier:
         self._max_skew_ms = int(settings.max_clock_skew_s * 1000)
 
     def _device(self, device_id: str) -> None:
-        device = self._registry.get(device_id)
-        if device is None:
+        # Read for every message, never cached: a revocation holds from the next message on.
+        status = self._registry.status(device_id)
+        if status is None:
             raise RejectedMessage("unregistered", f"device {device_id!r} is not registered")
-        if not device.active:
-            raise RejectedMessage("revoked", f"device {device_id!r} is {device.status}")
+        if status != "active":
+            raise RejectedMessage("revoked", f"device {device_id!r} is {status}")
 
     def check_status(self, device_id: str, payload: bytes) -> dict[str, Any]:
         """A registered device's status message as a dict, or raise RejectedMessage."""

@@ -19,6 +19,10 @@ class PKIError(IngestError):
     """The fleet CA cannot do what was asked (missing, unreadable)."""
 
 
+class FleetError(IngestError):
+    """A device lifecycle step cannot be done (unknown or revoked device, broker unreachable)."""
+
+
 class StorageError(IngestError):
     """The database did not take a write; the message stays unacknowledged and is retried."""
 

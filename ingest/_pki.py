@@ -10,7 +10,7 @@ import datetime as dt
 import ipaddress
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
@@ -90,6 +90,27 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
+@dataclass(frozen=True)
+class Credentials:
+    """What a device needs to connect (PEM): its certificate and key, and the fleet CA to pin."""
+
+    cert_pem: bytes
+    key_pem: bytes = field(repr=False)
+    ca_pem: bytes
+    issued: Issued
+
+    def der(self) -> dict[str, bytes]:
+        """The same in DER, which MicroPython's mbedTLS build parses (it does not parse PEM)."""
+        key = serialization.load_pem_private_key(self.key_pem, password=None)
+        return {
+            "cert.der": x509.load_pem_x509_certificate(self.cert_pem).public_bytes(serialization.Encoding.DER),
+            "key.der": key.private_bytes(
+                serialization.Encoding.DER, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+            ),
+            "ca.der": x509.load_pem_x509_certificate(self.ca_pem).public_bytes(serialization.Encoding.DER),
+        }
+
+
 class CertificateAuthority:
     """The fleet CA kept in a folder as `ca.pem` and `ca.key`."""
 
@@ -152,8 +173,24 @@ class CertificateAuthority:
         not_before: dt.datetime | None = None,
         not_after: dt.datetime | None = None,
     ) -> Issued:
-        """Issue a leaf certificate; with `server_names` it is a server certificate. The validity
-        defaults to now (less 5 minutes of clock slack) for _LEAF_DAYS."""
+        """Issue a leaf certificate into files (see `credentials`)."""
+        credentials = self.credentials(
+            common_name, server_names=server_names, not_before=not_before, not_after=not_after
+        )
+        _write_private(key_path, credentials.key_pem)
+        write_atomic(cert_path, credentials.cert_pem)
+        return credentials.issued
+
+    def credentials(
+        self,
+        common_name: str,
+        *,
+        server_names: tuple[str, ...] = (),
+        not_before: dt.datetime | None = None,
+        not_after: dt.datetime | None = None,
+    ) -> Credentials:
+        """A new key and a leaf certificate for it, in memory; with `server_names` a server
+        certificate. The validity defaults to now (less 5 minutes of clock slack) for _LEAF_DAYS."""
         ca_cert, ca_key = self._load()
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
@@ -181,9 +218,7 @@ class CertificateAuthority:
                     alt.append(x509.DNSName(name))
             builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
         cert = builder.sign(ca_key, hashes.SHA256())
-        _write_private(key_path, _key_pem(key))
-        write_atomic(cert_path, _cert_pem(cert))
-        return Issued.of(cert)
+        return Credentials(_cert_pem(cert), _key_pem(key), _cert_pem(ca_cert), Issued.of(cert))
 
     def write_crl(self, path: Path, revoked: Iterable[tuple[str, float]]) -> None:
         """Write the CA's revocation list: `revoked` holds (serial in hex, revoked at, epoch seconds).

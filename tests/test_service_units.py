@@ -80,7 +80,7 @@ def test_registry_rejects_duplicates_and_bad_ids(tmp_path: Path) -> None:
         registry.add("a", "00")
     with pytest.raises(RegistryError, match="not a valid device id"):
         registry.add("A B", "00")
-    assert [d.id for d in registry.list()] == ["a"]
+    assert [d.id for d in registry.devices()] == ["a"]
 
 
 def test_line_protocol_is_exact() -> None:

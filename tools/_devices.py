@@ -1,22 +1,34 @@
-"""Device provisioning: a certificate from the fleet CA, a bundle for the node, a registry entry."""
+"""Device provisioning on this machine: the fleet lifecycle (ingest's `Fleet`) plus the bundle folder a
+node reads. Every id is checked before any file is touched; a bundle is built in a temporary folder
+and renamed into place, so an interrupted command never leaves half a bundle or deletes another one."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
-from ingest import CertificateAuthority, Device, Registry, RegistryError
+from ingest import (
+    BrokerControl,
+    Credentials,
+    Device,
+    Fleet,
+    IngestError,
+    Issued,
+    PkiLayout,
+    Registry,
+    RegistryError,
+    Revocation,
+    check_device_id,
+    write_atomic,
+)
 from tools._config import Sensing, check_sensing, compile_sensing
 from tools._errors import UsageError
 from tools._home import Home
 
-RESERVED_PREFIX = "fieldlink-"
 DEFAULT_SENSORS: list[dict[str, Any]] = [
     {"name": "temperature", "type": "sim", "signal": "temperature"},
     {"name": "humidity", "type": "sim", "signal": "humidity"},
@@ -49,36 +61,73 @@ def device_config(home: Home, device_id: str, sensing: Sensing) -> dict[str, Any
     }
 
 
-def configure_device(home: Home, device_id: str, sensing: Sensing) -> Path:
-    """Put a checked sensing config into an existing device's bundle; returns the config path."""
-    path = home.device_dir(device_id) / "config.json"
-    if not path.is_file():
-        raise UsageError(f"no bundle for device {device_id!r}; add it first with `fieldlink device add`")
-    config = json.loads(path.read_text())
-    for key in ("sample_interval_ms", "batch", "outbox", "buses", "sensors"):
-        config.pop(key, None)
-    config.update(compile_sensing(sensing))
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(config, indent=2) + "\n")
-    tmp.replace(path)
-    return path
+def _checked(device_id: str) -> str:
+    try:
+        return check_device_id(device_id)
+    except RegistryError as exc:
+        raise UsageError(str(exc)) from exc
 
 
-def _write_der(pem_path: Path, der_path: Path, private: bool) -> None:
-    # mbedTLS in MicroPython parses DER only; the PEM files stay for OpenSSL-based tools.
-    pem = pem_path.read_bytes()
-    if private:
-        key = serialization.load_pem_private_key(pem, password=None)
-        der = key.private_bytes(
-            serialization.Encoding.DER,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-        fd = os.open(der_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(der)
-    else:
-        der_path.write_bytes(x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER))
+@contextmanager
+def open_fleet(home: Home, *, broker: bool = True) -> Iterator[Fleet]:
+    """The fleet of this state folder; with `broker`, revocations reach the local stack's broker."""
+    pki = PkiLayout(home.pki)
+    try:
+        registry = Registry(home.registry_path)
+    except IngestError as exc:
+        raise UsageError(str(exc)) from exc
+    try:
+        _fill_migrated_serials(home, registry)
+        control = None
+        if broker and home.state_path.is_file():
+            control = BrokerControl("127.0.0.1", home.load_state().mqtt_port, pki, pid_file=home.broker_pid_path)
+        yield Fleet(registry, pki, control)
+    except IngestError as exc:  # registry, fleet and PKI refusals: the user asked for what cannot be
+        raise UsageError(str(exc)) from exc
+    finally:
+        registry.close()
+
+
+def _fill_migrated_serials(home: Home, registry: Registry) -> None:
+    """A registry migrated from version 1 knows fingerprints only; the bundles know the serials."""
+    for device in registry.devices():
+        for cert in device.certificates:
+            pem = home.devices / device.id / "cert.pem"
+            if cert.serial is None and pem.is_file():
+                issued = Issued.from_pem(pem.read_bytes())
+                if issued.sha256 == cert.sha256:
+                    registry.set_serial(cert.sha256, issued.serial)
+
+
+def _bundle_files(credentials: Credentials) -> dict[str, tuple[bytes, int]]:
+    der = credentials.der()
+    return {
+        "cert.pem": (credentials.cert_pem, 0o644),
+        "key.pem": (credentials.key_pem, 0o600),
+        "ca.pem": (credentials.ca_pem, 0o644),
+        "cert.der": (der["cert.der"], 0o644),
+        "key.der": (der["key.der"], 0o600),
+        "ca.der": (der["ca.der"], 0o644),
+    }
+
+
+def _write_bundle(home: Home, device_id: str, files: dict[str, tuple[bytes, int]]) -> Path:
+    """Put a complete bundle in place of the device's folder in one rename (the old one, if any, is
+    kept as `<id>.old` until the new one stands)."""
+    bundle = home.device_dir(device_id)
+    home.devices.mkdir(parents=True, exist_ok=True)
+    staging = home.devices / f".{device_id}.new"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(mode=0o700)
+    for name, (data, mode) in files.items():
+        write_atomic(staging / name, data, mode)
+    old = home.devices / f".{device_id}.old"
+    if bundle.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        bundle.rename(old)
+    staging.rename(bundle)
+    shutil.rmtree(old, ignore_errors=True)
+    return bundle
 
 
 def add_device(
@@ -89,45 +138,81 @@ def add_device(
     batch_max_readings: int = 60,
     batch_max_age_ms: int = 5000,
     sensing: Sensing | None = None,
+    labels: dict[str, str] | None = None,
 ) -> tuple[Device, Path]:
-    if device_id.startswith(RESERVED_PREFIX):
-        raise UsageError(f"device ids starting with {RESERVED_PREFIX!r} are reserved for fieldlink's services")
-    ca = CertificateAuthority(home.pki)
-    registry = Registry(home.registry_path)
-    try:
-        if registry.get(device_id) is not None:
+    _checked(device_id)
+    home.ensure()
+    with open_fleet(home, broker=False) as fleet:
+        if fleet.registry.get(device_id) is not None:
             raise UsageError(f"device {device_id!r} is already registered; see `fieldlink device list`")
-        home.ensure()
-        bundle = home.device_dir(device_id)
-        if bundle.exists():
-            shutil.rmtree(bundle)  # a leftover of an interrupted add: never reuse its key
-        bundle.mkdir(parents=True)
+        if sensing is None:
+            sensing = default_sensing(sample_interval_ms, batch_max_readings, batch_max_age_ms)
+        config = device_config(home, device_id, sensing)
+        device, credentials = fleet.add(device_id, labels)
+        files = _bundle_files(credentials)
+        files["config.json"] = ((json.dumps(config, indent=2) + "\n").encode(), 0o644)
         try:
-            fingerprint = ca.issue(device_id, bundle / "cert.pem", bundle / "key.pem")
-            _write_der(bundle / "cert.pem", bundle / "cert.der", private=False)
-            _write_der(bundle / "key.pem", bundle / "key.der", private=True)
-            shutil.copyfile(ca.cert_path, bundle / "ca.pem")
-            _write_der(ca.cert_path, bundle / "ca.der", private=False)
-            if sensing is None:
-                sensing = default_sensing(sample_interval_ms, batch_max_readings, batch_max_age_ms)
-            config = device_config(home, device_id, sensing)
-            (bundle / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-            device = registry.add(device_id, fingerprint)
+            return device, _write_bundle(home, device_id, files)
         except BaseException:
-            shutil.rmtree(bundle, ignore_errors=True)
+            fleet.registry.revoke(device_id)  # its key is lost with the bundle: the certificate goes too
+            fleet.registry.remove(device_id)
+            fleet.publish_crl()
             raise
-        return device, bundle
-    except RegistryError as exc:
-        raise UsageError(str(exc)) from exc
-    finally:
-        registry.close()
+
+
+def configure_device(home: Home, device_id: str, sensing: Sensing) -> Path:
+    """Put a checked sensing config into an existing device's bundle; returns the config path."""
+    path = home.device_dir(device_id) / "config.json"
+    if not path.is_file():
+        raise UsageError(f"no bundle for device {device_id!r}; add it first with `fieldlink device add`")
+    config = json.loads(path.read_text())
+    for key in ("sample_interval_ms", "batch", "outbox", "buses", "sensors"):
+        config.pop(key, None)
+    config.update(compile_sensing(sensing))
+    write_atomic(path, (json.dumps(config, indent=2) + "\n").encode())
+    return path
+
+
+def show_device(home: Home, device_id: str) -> Device:
+    with open_fleet(home, broker=False) as fleet:
+        device = fleet.registry.get(_checked(device_id))
+    if device is None:
+        raise UsageError(f"device {device_id!r} is not registered; see `fieldlink device list`")
+    return device
+
+
+def revoke_device(home: Home, device_id: str) -> Revocation:
+    with open_fleet(home) as fleet:
+        return fleet.revoke(_checked(device_id))
+
+
+def rotate_device(home: Home, device_id: str) -> tuple[Issued, Path]:
+    """A new certificate into the device's bundle; the old one stays valid until `finish_rotation`."""
+    bundle = home.device_dir(device_id)
+    with open_fleet(home, broker=False) as fleet:
+        credentials = fleet.rotate(device_id)
+    files = _bundle_files(credentials)
+    for name in ("config.json", "config.last-good.json"):
+        if (bundle / name).is_file():
+            files[name] = ((bundle / name).read_bytes(), 0o644)
+    return credentials.issued, _write_bundle(home, device_id, files)
+
+
+def finish_rotation(home: Home, device_id: str, force: bool) -> int:
+    with open_fleet(home) as fleet:
+        return fleet.finish_rotation(_checked(device_id), force=force)
+
+
+def remove_device(home: Home, device_id: str) -> None:
+    """Revoke (if active) and forget the device, and delete its bundle (its keys)."""
+    bundle = home.device_dir(device_id)
+    with open_fleet(home) as fleet:
+        fleet.remove(device_id)
+    shutil.rmtree(bundle, ignore_errors=True)
 
 
 def list_devices(home: Home) -> list[Device]:
     if not home.registry_path.exists():
         return []
-    registry = Registry(home.registry_path)
-    try:
-        return registry.list()
-    finally:
-        registry.close()
+    with open_fleet(home, broker=False) as fleet:
+        return fleet.registry.devices()

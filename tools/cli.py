@@ -17,7 +17,16 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from shared.protocol import MAX_READINGS
 from tools._config import compile_sensing, load_sensing
-from tools._devices import add_device, configure_device, list_devices
+from tools._devices import (
+    add_device,
+    configure_device,
+    finish_rotation,
+    list_devices,
+    remove_device,
+    revoke_device,
+    rotate_device,
+    show_device,
+)
 from tools._errors import FieldlinkError, ServiceFailed, UsageError
 from tools._home import Home
 from tools._process import port_free, stop_pid, wait_port
@@ -79,7 +88,17 @@ def stack_status() -> None:
 
 @cli.group(context_settings=_CONTEXT)
 def device() -> None:
-    """Provision and list devices."""
+    """Provision, inspect, revoke, rotate and remove devices."""
+
+
+def _labels(pairs: tuple[str, ...]) -> dict[str, str]:
+    labels = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or len(key) > 64 or len(value) > 256:
+            raise UsageError(f"--label takes KEY=VALUE (a key of 1-64 characters), got {pair[:80]!r}")
+        labels[key] = value
+    return labels
 
 
 @device.command("add", context_settings=_CONTEXT)
@@ -92,12 +111,14 @@ def device() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="A sensing config (sensors, buses, filters; JSON) instead of the simulated defaults.",
 )
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="A label (repeatable), e.g. site=plant-2.")
 def device_add(
     device_id: str,
     sample_interval_ms: int,
     batch_max_readings: int,
     batch_max_age_ms: int,
     sensing: Path | None,
+    labels: tuple[str, ...],
 ) -> None:
     """Issue a certificate for DEVICE_ID, write its bundle and register it."""
     new, bundle = add_device(
@@ -107,8 +128,10 @@ def device_add(
         batch_max_readings=batch_max_readings,
         batch_max_age_ms=batch_max_age_ms,
         sensing=load_sensing(sensing) if sensing else None,
+        labels=_labels(labels),
     )
-    click.echo(f"device {new.id} registered; bundle in {bundle} (certificate sha256 {new.cert_sha256[:16]}...)")
+    cert = new.certificates[-1]
+    click.echo(f"device {new.id} registered; bundle in {bundle} (certificate {cert.cert_id}, serial {cert.serial})")
 
 
 @device.command("configure", context_settings=_CONTEXT)
@@ -124,15 +147,80 @@ def device_configure(device_id: str, sensing: Path) -> None:
     click.echo(f"{path} updated")
 
 
+def _when(epoch_s: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch_s)) if epoch_s is not None else "-"
+
+
 @device.command("list", context_settings=_CONTEXT)
 def device_list() -> None:
-    """List registered devices."""
+    """List registered devices: id, status, created, last seen (the device's own newest reading)."""
     devices = list_devices(_home())
     if not devices:
         click.echo("no devices; add one with `fieldlink device add ID`")
         return
     for d in devices:
-        click.echo(f"{d.id:24} {d.status:8} {time.strftime('%Y-%m-%d %H:%M', time.localtime(d.created_at))}")
+        seen = _when(d.last_seen_ms / 1000) if d.last_seen_ms is not None else "never"
+        click.echo(f"{d.id:24} {d.status:8} created {_when(d.created_at)}  last seen {seen}")
+
+
+@device.command("show", context_settings=_CONTEXT)
+@click.argument("device_id")
+def device_show(device_id: str) -> None:
+    """Everything the registry holds of DEVICE_ID, its certificates included."""
+    d = show_device(_home(), device_id)
+    click.echo(f"id          {d.id}")
+    click.echo(f"status      {d.status}" + (f" (revoked {_when(d.revoked_at)})" if d.revoked_at else ""))
+    click.echo(f"created     {_when(d.created_at)}")
+    click.echo(f"last seen   {_when(d.last_seen_ms / 1000) if d.last_seen_ms is not None else 'never'}")
+    click.echo("labels      " + (", ".join(f"{k}={v}" for k, v in sorted(d.labels.items())) or "-"))
+    click.echo("certificates (id, serial, expires, state):")
+    for c in d.certificates:
+        state = f"revoked {_when(c.revoked_at)}" if c.revoked_at else "valid"
+        if c.sha256 == d.cert_in_use:
+            state += ", in use"
+        click.echo(f"  {c.cert_id}  {c.serial or '?':32}  {_when(c.not_after)}  {state}")
+
+
+@device.command("revoke", context_settings=_CONTEXT)
+@click.argument("device_id")
+def device_revoke(device_id: str) -> None:
+    """Take DEVICE_ID out of the fleet now: the service stores nothing more from it, the broker closes
+    its session and refuses its certificates from then on."""
+    result = revoke_device(_home(), device_id)
+    click.echo(f"device {result.device.id} revoked")
+    if result.problem or not result.crl_reloaded:
+        why = result.problem or "no running local broker was signalled to re-read the CRL"
+        raise ServiceFailed(f"revoked in the registry and the CRL, but: {why}")
+
+
+@device.command("rotate", context_settings=_CONTEXT)
+@click.argument("device_id")
+@click.option("--finish", is_flag=True, help="Revoke the old certificate(s) once the device uses the new one.")
+@click.option("--force", is_flag=True, help="With --finish: revoke the old ones even if the device has not reported.")
+def device_rotate(device_id: str, finish: bool, force: bool) -> None:
+    """Give DEVICE_ID a new certificate; then, once it runs on it, `rotate --finish` revokes the old.
+
+    The bundle gets the new key and certificate; the node uses them from its next start. Both stay
+    valid until --finish, which refuses while the device's status still names the old certificate.
+    """
+    home = _home()
+    if finish:
+        count = finish_rotation(home, device_id, force)
+        click.echo(f"device {device_id}: {count} old certificate(s) revoked")
+        return
+    issued, bundle = rotate_device(home, device_id)
+    click.echo(
+        f"device {device_id}: new certificate {issued.sha256[:16]} in {bundle}; restart the node with it, then run "
+        f"`fieldlink device rotate {device_id} --finish`"
+    )
+
+
+@device.command("rm", context_settings=_CONTEXT)
+@click.argument("device_id")
+def device_rm(device_id: str) -> None:
+    """Revoke DEVICE_ID if it is active, delete it from the registry and delete its bundle."""
+    remove_device(_home(), device_id)
+    click.echo(f"device {device_id} removed")
 
 
 # --- config ------------------------------------------------------------------------------------------
@@ -164,7 +252,7 @@ def _stack_fallbacks(home: Home) -> dict[str, Any]:
         return {}
     state = home.load_state()
     cert, key = home.ingest_cert()
-    return {
+    fallbacks: dict[str, Any] = {
         "mqtt_port": state.mqtt_port,
         "mqtt_ca": home.pki / "ca.pem",
         "mqtt_cert": cert,
@@ -174,6 +262,13 @@ def _stack_fallbacks(home: Home) -> dict[str, Any]:
         "influx_database": state.database,
         "registry_path": home.registry_path,
     }
+    from tools._stack import influx_credentials
+
+    credentials = influx_credentials(home)
+    if credentials is not None:  # the write-only user
+        fallbacks["influx_username"] = credentials.writer.username
+        fallbacks["influx_password"] = credentials.writer.password
+    return fallbacks
 
 
 @cli.command(context_settings=_CONTEXT)
@@ -316,7 +411,8 @@ fieldlink is running: {count} simulated nodes -> Mosquitto (mutual TLS) -> inges
   Latest readings:  curl http://127.0.0.1:{http_port}/api/devices/node-1/latest
   Devices:          curl http://127.0.0.1:{http_port}/api/devices
   Service health:   curl http://127.0.0.1:{http_port}/healthz
-  In InfluxDB:      curl -G {influx}/query --data-urlencode db={db} \\
+  In InfluxDB:      curl --netrc-file {home.influx_netrc_path} -G {influx}/query \\
+                      --data-urlencode db={db} \\
                       --data-urlencode "q=SELECT * FROM readings ORDER BY time DESC LIMIT 9"
   Logs:             {home.logs}
 

@@ -22,7 +22,7 @@ async def list_devices(registry: RegistryDep, stats: StatsDep) -> list[dict[str,
             # The device's own report (retained status message): online, health counters, config error.
             "report": stats.status.get(device.id),
         }
-        for device in registry.list()
+        for device in registry.devices()
     ]
 
 
