@@ -4,11 +4,13 @@ from ingest._app import create_app
 from ingest._errors import (
     FleetError,
     IngestError,
+    InvalidDeviceId,
     PKIError,
     RegistryError,
     RejectedMessage,
     SettingsError,
     StorageError,
+    UnknownDevice,
 )
 from ingest._fleet import BrokerControl, Fleet, PkiLayout, Revocation
 from ingest._pki import CertificateAuthority, Credentials, Issued, write_atomic
@@ -24,6 +26,7 @@ __all__ = [
     "Fleet",
     "FleetError",
     "IngestError",
+    "InvalidDeviceId",
     "Issued",
     "PKIError",
     "PkiLayout",
@@ -34,6 +37,7 @@ __all__ = [
     "Settings",
     "SettingsError",
     "StorageError",
+    "UnknownDevice",
     "check_device_id",
     "create_app",
     "load_settings",

@@ -8,12 +8,13 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from ingest._consumer import Consumer, Stats
 from ingest._registry import Registry
 from ingest._settings import Settings
 from ingest._writer import make_writer
-from ingest.routers import devices, health
+from ingest.routers import admin, devices, health
 
 log = logging.getLogger("fieldlink.ingest")
 
@@ -40,6 +41,12 @@ def create_app(settings: Settings) -> FastAPI:
             registry.close()
 
     app = FastAPI(title="fieldlink ingest", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    # Only the configured host names are served: a page on another site cannot reach the API by
+    # pointing its own name at 127.0.0.1 (DNS rebinding).
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
     app.include_router(health.router)
     app.include_router(devices.router)
+    if settings.admin_api:
+        app.include_router(admin.router)
     return app

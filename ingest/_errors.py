@@ -15,6 +15,14 @@ class RegistryError(IngestError):
     """The device registry refused an operation or cannot be opened."""
 
 
+class UnknownDevice(RegistryError):
+    """No device of that id is registered."""
+
+
+class InvalidDeviceId(RegistryError):
+    """Not a device id (shared.protocol.valid_id): refused before any file or row is touched."""
+
+
 class PKIError(IngestError):
     """The fleet CA cannot do what was asked (missing, unreadable)."""
 

@@ -26,7 +26,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ingest._errors import FleetError
+from ingest._errors import FleetError, UnknownDevice
 from ingest._pki import CertificateAuthority, Credentials
 from ingest._registry import Device, Registry, check_device_id
 from shared.protocol import ADMIN_IDENTITY
@@ -228,7 +228,7 @@ class Fleet:
         """Revoke (if active) and forget the device; its certificates stay on the CRL."""
         device = self.registry.get(check_device_id(device_id))
         if device is None:
-            raise FleetError(f"device {device_id!r} is not registered")
+            raise UnknownDevice(f"device {device_id!r} is not registered")
         if device.active:
             self.revoke(device_id)
         self.registry.remove(device_id)
@@ -239,7 +239,7 @@ class Fleet:
     def _active(self, device_id: str) -> Device:
         device = self.registry.get(check_device_id(device_id))
         if device is None:
-            raise FleetError(f"device {device_id!r} is not registered")
+            raise UnknownDevice(f"device {device_id!r} is not registered")
         if not device.active:
             raise FleetError(f"device {device_id!r} is revoked")
         return device

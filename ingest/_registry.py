@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ingest._errors import RegistryError
+from ingest._errors import InvalidDeviceId, RegistryError, UnknownDevice
 from ingest._pki import Issued
 from shared.protocol import CERT_ID_LENGTH, valid_id
 
@@ -95,7 +95,7 @@ def check_device_id(device_id: str) -> str:
     row is touched: an id names a folder, a certificate CN and an MQTT topic level."""
     if not valid_id(device_id):
         shown = repr(device_id)[:80]
-        raise RegistryError(
+        raise InvalidDeviceId(
             f"{shown} is not a valid device id: use 1-64 of a-z, 0-9, '-', '_', '.', starting with a letter or digit"
         )
     return device_id
@@ -244,7 +244,7 @@ class Registry:
     def _require(self, device_id: str) -> Device:
         device = self.get(device_id)
         if device is None:
-            raise RegistryError(f"device {device_id!r} is not registered")
+            raise UnknownDevice(f"device {device_id!r} is not registered")
         return device
 
     def add_certificate(self, device_id: str, certificate: Issued) -> None:

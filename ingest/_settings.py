@@ -21,6 +21,9 @@ from shared.protocol import INGEST_IDENTITY
 _fallbacks: ContextVar[dict[str, Any] | None] = ContextVar("fieldlink_settings_fallbacks", default=None)
 
 
+_MIN_TOKEN_LENGTH = 16
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FIELDLINK_", env_file=".env", extra="ignore")
 
@@ -45,11 +48,26 @@ class Settings(BaseSettings):
     influx_org: str = "fieldlink"
     influx_bucket: str = "fieldlink"
     influx_token: SecretStr | None = None
+    # The v1 API's user (HTTP basic auth); the local stack's is a write-only user.
+    influx_username: str | None = None
+    influx_password: SecretStr | None = None
     influx_timeout_s: float = 10.0
 
     registry_path: Path = Path(".fieldlink/registry.db")
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    # Host names the HTTP API answers to (the Host header); anything else gets 400 (DNS rebinding).
+    allowed_hosts: list[str] = ["127.0.0.1", "localhost"]
+    # The admin API (device lifecycle, /api/admin/...) takes `Authorization: Bearer <admin_token>`;
+    # with no token it refuses every request, and production refuses to start that way.
+    admin_api: bool = True
+    admin_token: SecretStr | None = None
+    # With a read token, the read endpoints (/api/devices...) need it (or the admin token).
+    read_token: SecretStr | None = None
+    # The fleet PKI folder (ca.pem, ca.key, crl.pem, admin.pem, admin.key) the admin API issues and
+    # revokes with; and the local broker's PID file, signalled to re-read the CRL.
+    fleet_pki_dir: Path | None = None
+    broker_pid_file: Path | None = None
     # Readings stamped further than this in the future are refused; old ones are fine (buffered).
     max_clock_skew_s: float = 300.0
     write_retry_max_s: float = 30.0
@@ -80,6 +98,16 @@ class Settings(BaseSettings):
                 raise ValueError("production needs FIELDLINK_MQTT_TLS=true: devices and data travel over TLS")
             if self.influx_api == "v2" and self.influx_token is None:
                 raise ValueError("production with the v2 API needs FIELDLINK_INFLUX_TOKEN")
+            if self.admin_api and self.admin_token is None:
+                raise ValueError(
+                    "production with the admin API needs FIELDLINK_ADMIN_TOKEN (or FIELDLINK_ADMIN_API=false)"
+                )
+            if "*" in self.allowed_hosts:
+                raise ValueError("production needs FIELDLINK_ALLOWED_HOSTS to name the API's host names, not '*'")
+        for name in ("admin_token", "read_token"):
+            token = getattr(self, name)
+            if token is not None and len(token.get_secret_value()) < _MIN_TOKEN_LENGTH:
+                raise ValueError(f"FIELDLINK_{name.upper()} must be at least {_MIN_TOKEN_LENGTH} characters")
         return self
 
 

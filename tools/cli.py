@@ -261,6 +261,9 @@ def _stack_fallbacks(home: Home) -> dict[str, Any]:
         "influx_api": "v1",
         "influx_database": state.database,
         "registry_path": home.registry_path,
+        # The admin API manages this machine's fleet: its CA, CRL and broker.
+        "fleet_pki_dir": home.pki,
+        "broker_pid_file": home.broker_pid_path,
     }
     from tools._stack import influx_credentials
 
