@@ -138,3 +138,136 @@ def test_the_longest_batch_a_node_can_build_is_within_the_payload_limit():
     assert seq == 4294967295
     assert len(readings) == protocol.MAX_READINGS
     assert readings[0] == (1795311729979 + 2147483647, names[-1], value)
+
+
+# --- strictness: nothing a payload holds escapes as anything but its ProtocolError ----------------------
+
+_STATUS = b'{"v":1,"online":true'
+
+
+def _nested(depth, open_=b"[", close=b"]", inner=b""):
+    return open_ * depth + inner + close * depth
+
+
+def _refused(decoder, limit, prefix, depth, suffix, open_=b"[", close=b"]", inner=b""):
+    # One payload at a time: MicroPython's default heap (2 MB) holds a few of 200 KB, not many.
+    payload = prefix + _nested(depth, open_, close, inner) + suffix
+    expected = decode.PayloadTooLarge if len(payload) > limit else decode.MalformedPayload
+    raises(expected, decoder, payload)
+
+
+def test_deep_nesting_is_malformed_or_too_large_never_a_crash():
+    batch, status = decode.decode_batch, decode.decode_status
+    batch_limit, status_limit = protocol.MAX_PAYLOAD_BYTES, decode.MAX_STATUS_BYTES
+    envelope = b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":'
+    for depth in (1000, 100000):
+        # As the whole payload, and in the places a payload holds values.
+        _refused(batch, batch_limit, b"", depth, b"")
+        _refused(batch, batch_limit, envelope, depth, b"}")
+        _refused(batch, batch_limit, envelope + b"[[0,0,", depth, b"]]}")
+        _refused(batch, batch_limit, b'{"v":1,"seq":', depth, b',"t0":0,"s":["t"],"r":[]}')
+        _refused(batch, batch_limit, envelope + b"[", depth - 2, b"]}")
+        _refused(status, status_limit, b"", depth, b"")
+        _refused(status, status_limit, _STATUS + b',"error":', depth, b"}")
+        _refused(status, status_limit, _STATUS + b',"counters":', depth, b"}")
+    # Objects nest 1000 deep only: five bytes a level would not fit MicroPython's default heap.
+    _refused(batch, batch_limit, envelope + b"[", 1000, b"]}", b'{"a":', b"}", b"1")
+    _refused(status, status_limit, _STATUS + b',"counters":', 1000, b"}", b'{"a":', b"}", b"1")
+    _refused(status, status_limit, _STATUS + b',"counters":', 300, b"}", b'{"a":', b"}", b"1")
+
+
+def test_deep_nesting_within_the_size_limits_is_malformed():
+    # As deep as the byte limits allow: past CPython's recursion limit, and deep enough that showing
+    # such a value would recurse on MicroPython.
+    depth = (protocol.MAX_PAYLOAD_BYTES - 100) // 2
+    for payload in (b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[' + _nested(depth) + b"]}",
+                    b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[[0,0,' + _nested(depth) + b"]]}",
+                    b'{"v":1,"seq":0,"t0":0,"s":[' + _nested(depth) + b'],"r":[]}',
+                    _nested(depth)):
+        assert len(payload) <= protocol.MAX_PAYLOAD_BYTES
+        assert raises(decode.MalformedPayload, decode.decode_batch, payload).reason == "malformed"
+    depth = (decode.MAX_STATUS_BYTES - 40) // 2
+    for payload in (_STATUS + b',"error":' + _nested(depth) + b"}", _nested(depth),
+                    _STATUS + b',"counters":{"a":' + _nested(depth) + b"}}"):
+        assert len(payload) <= decode.MAX_STATUS_BYTES
+        assert raises(decode.MalformedPayload, decode.decode_status, payload).reason == "malformed"
+
+
+def test_the_parser_itself_survives_100000_levels():
+    # Beyond the byte limits, as if they were raised: the parser's own failure (RecursionError on
+    # CPython, MemoryError on MicroPython's default heap) is still MalformedPayload.
+    raises(decode.MalformedPayload, decode._loads, _nested(100000), "payload")
+    raises(decode.MalformedPayload, decode._loads, b'{"a":' + _nested(100000) + b"}", "payload")
+
+
+def test_huge_integers_are_malformed():
+    huge = b"1" + b"0" * 400
+    longest = b"9" * 5000  # past CPython's limit on integer text (4300 digits)
+    cases = [
+        b'{"v":1,"seq":' + huge + b',"t0":0,"s":["t"],"r":[]}',
+        b'{"v":1,"seq":0,"t0":' + huge + b',"s":["t"],"r":[]}',
+        b'{"v":1,"seq":9007199254740993,"t0":0,"s":["t"],"r":[]}',
+        b'{"v":1,"seq":-' + huge + b',"t0":0,"s":["t"],"r":[]}',
+        b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[[' + huge + b',0,1.0]]}',
+        b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[[2147483649,0,1.0]]}',
+        b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[[0,' + huge + b',1.0]]}',
+        b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[[0,0,' + huge + b"]]}",
+        b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[[0,0,-' + huge + b"]]}",
+        b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[[0,0,' + longest + b"]]}",
+        b'{"v":1,"seq":' + longest + b',"t0":0,"s":["t"],"r":[]}',
+        b'{"v":1,"seq":1e400,"t0":0,"s":["t"],"r":[]}',
+    ]
+    for case in cases:
+        assert raises(decode.MalformedPayload, decode.decode_batch, case).reason == "malformed"
+    for counters in (b'{"x":' + huge + b"}", b'{"x":-1}', b'{"x":9007199254740993}', b'{"x":1.0}',
+                     b'{"x":true}', b'{"x":' + b"9" * 1900 + b"}"):
+        payload = _STATUS + b',"counters":' + counters + b"}"
+        assert raises(decode.MalformedPayload, decode.decode_status, payload).reason == "malformed"
+    # The largest of each still passes.
+    assert decode.decode_batch(b'{"v":1,"seq":9007199254740992,"t0":0,"s":["t"],"r":[[2147483648,0,1e308]]}') == (
+        9007199254740992, [(2147483648, "t", 1e308)])
+
+
+def test_the_version_is_the_integer_one():
+    for version in (b"true", b"1.0", b'"1"', b"null", b"[1]", b"{}", b"0", b"-1", b"1e0", b"2"):
+        batch = b'{"v":' + version + b',"seq":0,"t0":0,"s":["t"],"r":[]}'
+        assert raises(decode.UnsupportedVersion, decode.decode_batch, batch).reason == "bad_version"
+        status = b'{"v":' + version + b',"online":true}'
+        assert raises(decode.UnsupportedVersion, decode.decode_status, status).reason == "bad_version"
+
+
+def test_duplicate_keys_are_refused():
+    if not decode.STRICT_JSON:
+        return  # MicroPython's json keeps the last; only the service (CPython) must refuse them
+    for batch in (b'{"v":1,"seq":0,"seq":1,"t0":0,"s":["t"],"r":[]}',
+                  b'{"v":1,"v":1,"seq":0,"t0":0,"s":["t"],"r":[]}',
+                  b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[],"x":{"a":1,"a":1}}'):
+        assert raises(decode.MalformedPayload, decode.decode_batch, batch).reason == "malformed"
+    for status in (b'{"v":1,"online":true,"online":false}',
+                   b'{"v":1,"online":true,"counters":{"a":1,"a":2}}'):
+        assert raises(decode.MalformedPayload, decode.decode_status, status).reason == "malformed"
+
+
+def test_status_error_text_is_bounded_unicode():
+    longest = "e" * decode.MAX_ERROR_LENGTH
+    assert decode.decode_status(protocol.encode_status(True, None, longest))[2] == longest
+    assert decode.decode_status(protocol.encode_status(True, None, "x\n2026 CRITICAL forged"))[2] == (
+        "x\n2026 CRITICAL forged")  # kept, and escaped where it is logged
+    for bad in (protocol.encode_status(True, None, longest + "e"), _STATUS + b',"error":"\\ud800"}',
+                _STATUS + b',"error":["x"]}', _STATUS + b',"error":true}'):
+        assert raises(decode.MalformedPayload, decode.decode_status, bad).reason == "malformed"
+
+
+def test_not_json_text_is_malformed():
+    good = protocol.encode_batch(0, 5, ["t"], [(0, 0, 1.0)])
+    cases = [b"\xff\xfe", good[:-1], good[:10], b"", b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[[0,0,NaN]]}',
+             b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[[0,0,Infinity]]}', b'{"v":1,"seq":0,"t0":0,"s":["\xff"],"r":[]}',
+             b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[]} x', b"\xef\xbb\xbf" + good]
+    for case in cases:
+        assert raises(decode.MalformedPayload, decode.decode_batch, case).reason == "malformed", case
+    for case in (b"\xff", b'{"v":1,"online":true,"error":"\xc3"}', b"{", b"null", b"[]"):
+        assert raises(decode.MalformedPayload, decode.decode_status, case).reason == "malformed", case
+
+
+def test_decode_batch_t0_gives_the_start_even_without_readings():
+    assert decode.decode_batch_t0(b'{"v":1,"seq":3,"t0":1700000000000,"s":["t"],"r":[]}') == (3, 1700000000000, [])
