@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -55,8 +56,19 @@ class StackInfo:
     def influx_url(self) -> str:
         return f"http://127.0.0.1:{self.influx_port}"
 
+    @property
+    def influx_admin(self) -> tuple[str, str]:
+        """The local InfluxDB's admin login (InfluxDB runs with authentication), for httpx's `auth`."""
+        admin = json.loads((self.home / "influxdb" / "credentials.json").read_text())["admin"]
+        return admin["username"], admin["password"]
+
     def query(self, q: str) -> list[dict[str, Any]]:
-        response = httpx.get(f"{self.influx_url}/query", params={"db": "fieldlink", "q": q, "epoch": "ms"}, timeout=10)
+        response = httpx.get(
+            f"{self.influx_url}/query",
+            params={"db": "fieldlink", "q": q, "epoch": "ms"},
+            auth=self.influx_admin,
+            timeout=10,
+        )
         response.raise_for_status()
         result = response.json()["results"][0]
         if "error" in result:
@@ -243,3 +255,23 @@ class LinkCutter:
     def close(self) -> None:
         self.cut()
         self._server.close()
+
+
+def extra_ingest_identity(stack: StackInfo, name: str) -> dict[str, str]:
+    """Settings for a second ingest service with an identity of its own (certificate CN
+    `fieldlink:ingest-<name>`, the ingest ACL, so its own persistent session): the broker ties a
+    client id to its certificate, so a second service on the first one's certificate would take over
+    that one's session. Valid until the next `stack up` rewrites the ACL."""
+    from ingest import CertificateAuthority
+    from shared.protocol import DATA_SUBSCRIPTION, INGEST_IDENTITY, STATUS_SUBSCRIPTION
+    from tools._home import Home
+
+    home = Home(stack.home)
+    identity = f"{INGEST_IDENTITY}-{name}"
+    cert, key = home.pki / f"ingest-{name}.pem", home.pki / f"ingest-{name}.key"
+    CertificateAuthority(home.pki).issue(identity, cert, key)
+    acl = home.root / "mosquitto" / "acl"
+    with acl.open("a") as f:
+        f.write(f"\nuser {identity}\ntopic read {DATA_SUBSCRIPTION}\ntopic read {STATUS_SUBSCRIPTION}\n")
+    os.kill(int(home.broker_pid_path.read_text()), signal.SIGHUP)  # the broker re-reads its ACL
+    return {"FIELDLINK_MQTT_CERT": str(cert), "FIELDLINK_MQTT_KEY": str(key), "FIELDLINK_MQTT_CLIENT_ID": identity}

@@ -19,6 +19,10 @@ COMMANDS = [
     ["device"],
     ["device", "add"],
     ["device", "list"],
+    ["device", "show"],
+    ["device", "revoke"],
+    ["device", "rotate"],
+    ["device", "rm"],
     ["ingest"],
     ["simulate"],
     ["run"],
@@ -87,7 +91,8 @@ def test_device_add_without_a_stack_explains(tmp_path: Path) -> None:
     [
         ("Node 1", "is not a valid device id"),
         ("a/b", "is not a valid device id"),
-        ("fieldlink-ingest", "reserved for fieldlink's services"),
+        ("fieldlink:ingest", "is not a valid device id"),  # the service's identity: no device can hold it
+        ("fieldlink:admin", "is not a valid device id"),
     ],
 )
 def test_device_add_refuses_bad_ids(stack: StackInfo, device_id: str, message: str) -> None:

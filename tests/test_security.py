@@ -60,11 +60,9 @@ def test_firmware_with_a_foreign_certificate_stores_nothing(
     bundle = stack.add_device(device, sample_interval_ms=50, batch_max_readings=5, batch_max_age_ms=200)
     rogue = CertificateAuthority(workdir / "rogue")
     rogue.create("rogue CA")
-    rogue.issue(device, workdir / "cert.pem", workdir / "key.pem")
-    from tools._devices import _write_der
-
-    _write_der(workdir / "cert.pem", bundle / "cert.der", private=False)
-    _write_der(workdir / "key.pem", bundle / "key.der", private=True)
+    der = rogue.credentials(device).der()
+    (bundle / "cert.der").write_bytes(der["cert.der"])
+    (bundle / "key.der").write_bytes(der["key.der"])
     config = json.loads((bundle / "config.json").read_text())
     config["drain_timeout_ms"] = 2000  # it will never connect: don't wait the default 15 s to give up
     (bundle / "config.json").write_text(json.dumps(config))

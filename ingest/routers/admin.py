@@ -43,7 +43,7 @@ def _open_fleet(settings: Settings) -> Iterator[Fleet]:
     except UnknownDevice as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     except InvalidDeviceId as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from exc
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
     except (RegistryError, FleetError) as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     except PKIError as exc:
