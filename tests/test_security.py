@@ -163,3 +163,22 @@ def test_status_of_an_unregistered_device_is_refused(
     wait_until(lambda: ingest.counters().get("rejected_unregistered", 0) == before + 1)
     assert all(d["id"] != ghost for d in httpx.get(f"{ingest.url}/api/devices").json())
     assert f"rejected status on 'fl/v1/{ghost}/status' (unregistered)" in ingest.log.read_text()
+
+
+def test_a_replayed_batch_is_stored_once(stack: StackInfo, ingest: IngestInfo, uid: str) -> None:
+    """A batch sent again (a redelivery, or a recording played back by the device's own identity)
+    writes the same points: (device, sensor, timestamp) identifies a point, so nothing is doubled."""
+    device = f"replay-{uid}"
+    stack.add_device(device)
+    now = int(time.time() * 1000)
+    payload = batch(7, now, ["temp", "rh"], [[0, 0, 20.5], [0, 1, 40.0], [500, 0, 20.75]])
+    before = ingest.counters().get("stored_messages", 0)
+    client = _device_client(stack, device)
+    try:
+        for _ in range(3):
+            publish(client, f"fl/v1/{device}/data", payload)  # type: ignore[arg-type]
+    finally:
+        client.loop_stop()  # type: ignore[attr-defined]
+        client.disconnect()  # type: ignore[attr-defined]
+    wait_until(lambda: ingest.counters().get("stored_messages", 0) == before + 3)
+    assert stack.points(device) == [(now, "rh", 40.0), (now, "temp", 20.5), (now + 500, "temp", 20.75)]
