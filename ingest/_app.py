@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from ingest._consumer import Consumer, Stats
+from ingest._consumer import Consumer, Stats, supervise
 from ingest._registry import Registry
 from ingest._settings import Settings
 from ingest._writer import make_writer
@@ -29,7 +29,8 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.settings = settings
         app.state.registry = registry
         app.state.stats = stats
-        task = asyncio.create_task(consumer.run(), name="mqtt-consumer")
+        # Restarted whenever it ends; /healthz answers 503 while it is down or not connected.
+        task = asyncio.create_task(supervise(consumer, stats), name="mqtt-consumer")
         log.info("ingest service up: InfluxDB %s API at %s", settings.influx_api, settings.influx_url)
         try:
             yield

@@ -2,8 +2,11 @@
 
 Messages arrive at QoS 1 on a persistent session with manual acknowledgement, so a message the service
 has not stored is delivered again after a crash or a disconnect. A message that can never be stored
-(malformed, too large, wrong version, unknown device) is counted, logged and acknowledged so that it
-does not block the ones behind it.
+(malformed, too large, wrong version, unknown device, out of bounds) is counted by reason, logged (at
+most once a minute per device and reason) and acknowledged so that it does not block the ones behind
+it. No message can end the consumer: whatever handling one raises costs that message alone (counted as
+`internal_error`, acknowledged). Should the consumer task end anyway, `supervise` restarts it with
+backoff, and /healthz answers 503 until it is connected again.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ import asyncio
 import logging
 import ssl
 import time
+import traceback
 from collections import Counter
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import aiomqtt
@@ -25,13 +30,69 @@ from shared import decode, protocol
 
 log = logging.getLogger("fieldlink.ingest")
 
+# Longest text from a device (topic, error message, refusal detail) that goes into a log line.
+MAX_LOGGED_CHARS = 200
+
+
+def escape(text: str, limit: int = MAX_LOGGED_CHARS) -> str:
+    """`text` fit for one log line: every non-printable character (newlines, control bytes, escape
+    sequences, bidi overrides, lone surrogates) written as a backslash escape, cut at `limit`."""
+    head = text[:limit]
+    if not head.isprintable():
+        head = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in head)
+    if len(text) > limit:
+        head += f"... ({len(text) - limit} more characters)"
+    return head
+
+
+def _quote(text: str) -> str:
+    """A topic as the log shows it: quoted like repr (which escapes non-printables), cut short."""
+    if len(text) > MAX_LOGGED_CHARS:
+        return repr(text[:MAX_LOGGED_CHARS]) + f"... ({len(text) - MAX_LOGGED_CHARS} more characters)"
+    return repr(text)
+
+
+class LogLimiter:
+    """At most one log line per key (device or topic, kind of message, reason) per interval; the next line says
+    how many were left out. Keys are bounded: past `max_keys`, expired ones are forgotten (and with
+    them their count of lines left out), then all of them."""
+
+    def __init__(
+        self, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic, max_keys: int = 10_000
+    ) -> None:
+        self.interval_s = interval_s
+        self._clock = clock
+        self._max_keys = max_keys
+        self._entries: dict[Hashable, list[float]] = {}  # key -> [logged at, left out since]
+
+    def allow(self, key: Hashable) -> int | None:
+        """None if a line for `key` must be left out now; otherwise how many were left out before it."""
+        now = self._clock()
+        entry = self._entries.get(key)
+        if entry is not None and now - entry[0] < self.interval_s:
+            entry[1] += 1
+            return None
+        if entry is None and len(self._entries) >= self._max_keys:
+            self._prune(now)
+        self._entries[key] = [now, 0]
+        return int(entry[1]) if entry is not None else 0
+
+    def _prune(self, now: float) -> None:
+        self._entries = {k: e for k, e in self._entries.items() if now - e[0] < self.interval_s}
+        if len(self._entries) >= self._max_keys:
+            self._entries.clear()
+
 
 class Stats:
-    """Counters for /healthz: everything received, stored, rejected (by reason) and retried."""
+    """Counters for /healthz: everything received, stored, rejected (by reason) and retried; and
+    whether the consumer runs and is connected."""
 
     def __init__(self) -> None:
         self.counters: Counter[str] = Counter()
         self.mqtt_connected = False
+        # Set by `supervise`: False before it starts and while a dead consumer waits to be restarted.
+        self.consumer_running = False
+        self.consumer_error: str | None = None
         self.latest: dict[str, dict[str, dict[str, Any]]] = {}
         self.last_seen: dict[str, int] = {}
         # The newest status message of each device: online, its health counters, a config error.
@@ -41,6 +102,16 @@ class Stats:
         self.counters["rejected"] += 1
         self.counters[f"rejected_{reason}"] += 1
 
+    def problems(self) -> list[str]:
+        """Why the service is not healthy; empty if it is."""
+        if not self.consumer_running:
+            if self.consumer_error is None:
+                return ["the MQTT consumer is not running"]
+            return [f"the MQTT consumer stopped ({self.consumer_error}) and is being restarted"]
+        if not self.mqtt_connected:
+            return ["not connected to the MQTT broker"]
+        return []
+
 
 class Verifier:
     """Everything a message must pass before its points are written."""
@@ -48,6 +119,12 @@ class Verifier:
     def __init__(self, settings: Settings, registry: Registry) -> None:
         self._registry = registry
         self._max_skew_ms = int(settings.max_clock_skew_s * 1000)
+        self._max_age_ms = int(settings.max_reading_age_s * 1000)
+        self._max_sensors = settings.max_sensors_per_device
+        # Sensor names each device has used, as the registry knows them (read again when a new one comes).
+        self._sensors: dict[str, set[str]] = {}
+        # Devices whose last status named a certificate the registry does not know for them.
+        self._unknown_certificate: set[str] = set()
 
     def _device(self, device_id: str) -> None:
         # Read for every message, never cached: a revocation holds from the next message on.
@@ -58,40 +135,86 @@ class Verifier:
             raise RejectedMessage("revoked", f"device {device_id!r} is {status}")
 
     def check_status(self, device_id: str, payload: bytes) -> dict[str, Any]:
-        """A registered device's status message as a dict, or raise RejectedMessage."""
+        """A registered device's status message as a dict, or raise RejectedMessage. A status naming a
+        certificate the registry does not know for the device is refused, and so is the device's data
+        from then on, until a status names a known one."""
         try:
             online, counters, error, cert = decode.decode_status(payload)
         except decode.ProtocolError as exc:
             raise RejectedMessage(exc.reason, str(exc)) from exc
         self._device(device_id)
+        if cert is not None:
+            if not self._registry.certificate_known(device_id, cert):
+                self._unknown_certificate.add(device_id)
+                raise RejectedMessage(
+                    "unknown_certificate", f"device {device_id!r} reports certificate {cert}, which it was not issued"
+                )
+            self._unknown_certificate.discard(device_id)
         return {"online": online, "counters": counters, "error": error, "cert": cert}
 
     def check(self, topic: str, payload: bytes, now_ms: int) -> tuple[str, int, list[tuple[int, str, float]], int]:
         """Return (device, seq, readings with values, count of failed reads) or raise RejectedMessage."""
+        return self.check_batch(topic, payload, now_ms)[:4]
+
+    def check_batch(
+        self, topic: str, payload: bytes, now_ms: int
+    ) -> tuple[str, int, list[tuple[int, str, float]], int, int | None]:
+        """`check`, and the batch's newest timestamp (None without readings) as the fifth element."""
         try:
             device_id, kind = decode.parse_topic(topic)
             if kind != "data":
-                raise decode.BadTopic(f"topic {topic!r} is not a data topic")
-            seq, readings = decode.decode_batch(payload)
+                raise decode.BadTopic(f"topic {_quote(topic)} is not a data topic")
+            seq, t0, readings = decode.decode_batch_t0(payload)
         except decode.ProtocolError as exc:
             raise RejectedMessage(exc.reason, str(exc)) from exc
         self._device(device_id)
-        latest = max((t for t, _, _ in readings), default=0)
-        if latest > now_ms + self._max_skew_ms:
+        if device_id in self._unknown_certificate:
+            raise RejectedMessage(
+                "unknown_certificate", f"device {device_id!r} last reported a certificate it was not issued"
+            )
+        newest = max((t for t, _, _ in readings), default=t0)
+        if newest > now_ms + self._max_skew_ms:
             raise RejectedMessage(
                 "clock_skew",
-                f"device {device_id!r} stamps readings {(latest - now_ms) / 1000:.0f} s in the future",
+                f"device {device_id!r} stamps readings {(newest - now_ms) / 1000:.0f} s in the future",
+            )
+        if t0 < now_ms - self._max_age_ms:  # t0 is the oldest: offsets are not negative
+            raise RejectedMessage(
+                "too_old", f"device {device_id!r} stamps readings {(now_ms - t0) / 86_400_000:.1f} days in the past"
             )
         stored = [(t, sensor, value) for t, sensor, value in readings if value is not None]
-        return device_id, seq, stored, len(readings) - len(stored)
+        self._check_sensors(device_id, {sensor for _, sensor, _ in stored})
+        return device_id, seq, stored, len(readings) - len(stored), newest if readings else None
+
+    def _check_sensors(self, device_id: str, names: set[str]) -> None:
+        """At most max_sensors_per_device distinct names per device, ever: new ones are recorded in the
+        registry before their points are written, so the bound holds across restarts."""
+        known = self._sensors.get(device_id)
+        if known is not None and names <= known:
+            return
+        known = self._registry.sensor_names(device_id)  # another worker may have added some
+        self._sensors[device_id] = known
+        new = names - known
+        if not new:
+            return
+        if len(known) + len(new) > self._max_sensors:
+            raise RejectedMessage(
+                "too_many_sensors",
+                f"device {device_id!r} would have {len(known) + len(new)} sensor names; "
+                f"at most {self._max_sensors} are kept",
+            )
+        self._registry.add_sensor_names(device_id, sorted(new))
+        known |= new
 
 
 class Consumer:
     def __init__(self, settings: Settings, registry: Registry, writer: PointWriter, stats: Stats) -> None:
         self._settings = settings
+        self._registry = registry
         self._verifier = Verifier(settings, registry)
         self._writer = writer
         self._stats = stats
+        self.log_limiter = LogLimiter()
 
     def _tls_context(self) -> ssl.SSLContext | None:
         s = self._settings
@@ -134,7 +257,7 @@ class Consumer:
                         payload = message.payload
                         if not isinstance(payload, bytes | bytearray):
                             payload = str(payload).encode()
-                        await self.handle(str(message.topic), bytes(payload))
+                        await self.handle(str(message.topic), bytes(payload))  # never raises
                         client._client.ack(message.mid, message.qos)
             except aiomqtt.MqttError as exc:
                 self._stats.mqtt_connected = False
@@ -146,24 +269,46 @@ class Consumer:
                 self._stats.mqtt_connected = False
 
     async def handle(self, topic: str, payload: bytes) -> None:
-        """Process one message to its end: stored, or rejected and counted. Never raises."""
-        stats = self._stats
-        if topic.endswith("/status"):
-            await self._handle_status(topic, payload)
-            return
-        stats.counters["received"] += 1
+        """Process one message to its end: stored, or counted by reason. Never raises (but when
+        cancelled), so that the message is acknowledged whatever it holds."""
+        is_status = topic.endswith("/status")
+        self._stats.counters["status_received" if is_status else "received"] += 1
         try:
-            device_id, seq, readings, failed = self._verifier.check(topic, payload, int(time.time() * 1000))
-            if readings:
-                await self._write_with_retry(to_lines(device_id, readings))
+            if is_status:
+                self._handle_status(topic, payload)
+            else:
+                await self._handle_data(topic, payload)
         except RejectedMessage as exc:
-            stats.reject(exc.reason)
-            log.warning("rejected message on %r (%s): %s", topic, exc.reason, exc)
-            return
-        except Exception:  # a bug must cost one message, never the consumer
-            stats.reject("internal_error")
-            log.exception("failed to process a message on %r", topic)
-            return
+            self._stats.reject(exc.reason)
+            self._log_refusal(topic, "status" if is_status else "message", exc.reason, str(exc))
+        except Exception as exc:  # a bug must cost one message, never the consumer
+            self._stats.reject("internal_error")
+            suppressed = self.log_limiter.allow((_source(topic), "internal_error"))
+            if suppressed is not None:
+                frames = "".join(traceback.format_tb(exc.__traceback__)).rstrip()
+                log.error(
+                    "failed to process a message on %s (internal_error): %s: %s%s\n%s",
+                    _quote(topic),
+                    type(exc).__name__,
+                    escape(str(exc)),
+                    _suppressed(suppressed),
+                    frames,
+                )
+
+    def _log_refusal(self, topic: str, kind: str, reason: str, detail: str) -> None:
+        suppressed = self.log_limiter.allow((_source(topic), kind, reason))
+        if suppressed is not None:
+            log.warning(
+                "rejected %s on %s (%s): %s%s", kind, _quote(topic), reason, escape(detail), _suppressed(suppressed)
+            )
+
+    async def _handle_data(self, topic: str, payload: bytes) -> None:
+        stats = self._stats
+        device_id, seq, readings, failed, newest = self._verifier.check_batch(topic, payload, int(time.time() * 1000))
+        if readings:
+            await self._write_with_retry(to_lines(device_id, readings))
+        if newest is not None:
+            self._registry.touch(device_id, newest)  # the device's own newest timestamp
         stats.counters["stored_messages"] += 1
         stats.counters["stored_points"] += len(readings)
         stats.counters["failed_reads"] += failed
@@ -175,22 +320,18 @@ class Consumer:
         stats.last_seen[device_id] = int(time.time() * 1000)
         log.debug("stored %d points from %s (seq %d)", len(readings), device_id, seq)
 
-    async def _handle_status(self, topic: str, payload: bytes) -> None:
-        self._stats.counters["status_received"] += 1
+    def _handle_status(self, topic: str, payload: bytes) -> None:
         try:
             device_id, _ = decode.parse_topic(topic)
-            status = self._verifier.check_status(device_id, payload)
         except decode.ProtocolError as exc:
-            self._stats.reject(exc.reason)
-            log.warning("rejected status on %r (%s): %s", topic, exc.reason, exc)
-            return
-        except RejectedMessage as exc:
-            self._stats.reject(exc.reason)
-            log.warning("rejected status on %r (%s): %s", topic, exc.reason, exc)
-            return
+            raise RejectedMessage(exc.reason, str(exc)) from exc
+        status = self._verifier.check_status(device_id, payload)
         self._stats.status[device_id] = status
+        self._stats.counters["status_accepted"] += 1
         if status["error"]:
-            log.warning("device %s reports: %s", device_id, status["error"])
+            suppressed = self.log_limiter.allow((device_id, "reports"))
+            if suppressed is not None:
+                log.warning("device %s reports: %s%s", device_id, escape(status["error"]), _suppressed(suppressed))
 
     async def _write_with_retry(self, lines: list[str]) -> None:
         """Retry until InfluxDB takes the points: holding the message back is how we lose nothing."""
@@ -201,6 +342,47 @@ class Consumer:
                 return
             except StorageError as exc:
                 self._stats.counters["write_retries"] += 1
-                log.warning("write failed (%s); retrying in %.1f s", exc, delay)
+                log.warning("write failed (%s); retrying in %.1f s", escape(str(exc), 300), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._settings.write_retry_max_s)
+
+
+def _source(topic: str) -> str:
+    """What refusals are rate-limited by: the device named in the topic, or the topic itself."""
+    parts = topic.split("/", 3)
+    if len(parts) >= 3 and protocol.valid_id(parts[2]):
+        return parts[2]
+    return topic[:MAX_LOGGED_CHARS]
+
+
+def _suppressed(count: int) -> str:
+    return f" ({count} more like it in the last minute not logged)" if count else ""
+
+
+async def supervise(
+    consumer: Consumer, stats: Stats, first_backoff_s: float = 0.5, max_backoff_s: float = 30.0
+) -> None:
+    """Run the consumer until cancelled; restart it (with backoff) whenever it ends. A consumer that
+    ran for a minute before it ended starts again after the first backoff."""
+    backoff = first_backoff_s
+    while True:
+        started = time.monotonic()
+        stats.consumer_running = True
+        try:
+            await consumer.run()
+            error = "it returned"
+            log.error("the MQTT consumer returned; restarting it in %.1f s", backoff)
+        except asyncio.CancelledError:
+            stats.consumer_running = False
+            raise
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {escape(str(exc))}"
+            log.exception("the MQTT consumer stopped; restarting it in %.1f s", backoff)
+        stats.consumer_running = False
+        stats.mqtt_connected = False
+        stats.consumer_error = error
+        if time.monotonic() - started > 60:
+            backoff = first_backoff_s
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, max_backoff_s)
+        stats.counters["consumer_restarts"] += 1

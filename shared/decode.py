@@ -115,9 +115,9 @@ def _show(value):
             return repr(value[:40]) + "..."
         return repr(value)
     if isinstance(value, list):
-        return "a list of " + str(len(value))
+        return "a list of " + str(len(value)) + " items"
     if isinstance(value, dict):
-        return "an object of " + str(len(value))
+        return "an object of " + str(len(value)) + " keys"
     return "a " + type(value).__name__
 
 

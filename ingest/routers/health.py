@@ -1,10 +1,10 @@
-"""GET /healthz: is the service connected, and what has it counted."""
+"""GET /healthz: is the service consuming, and what has it counted."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from ingest.routers._deps import StatsDep
 
@@ -12,9 +12,15 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-async def healthz(stats: StatsDep) -> dict[str, Any]:
+async def healthz(stats: StatsDep, response: Response) -> dict[str, Any]:
+    """200 while the MQTT consumer runs and is connected to the broker; 503, saying why, otherwise."""
+    problems = stats.problems()
+    if problems:
+        response.status_code = 503
     return {
-        "status": "ok" if stats.mqtt_connected else "degraded",
+        "status": "unavailable" if problems else "ok",
         "mqtt_connected": stats.mqtt_connected,
+        "consumer_running": stats.consumer_running,
+        "problems": problems,
         "counters": dict(stats.counters),
     }
