@@ -45,7 +45,12 @@ class InfluxV1Writer:
 
     def __init__(self, settings: Settings) -> None:
         self._database = settings.influx_database
-        self._client = httpx.AsyncClient(base_url=settings.influx_url, timeout=settings.influx_timeout_s)
+        # Basic auth in a header, never u/p in the URL, where errors and logs would show the password.
+        auth = None
+        if settings.influx_username is not None:
+            password = settings.influx_password.get_secret_value() if settings.influx_password else ""
+            auth = httpx.BasicAuth(settings.influx_username, password)
+        self._client = httpx.AsyncClient(base_url=settings.influx_url, timeout=settings.influx_timeout_s, auth=auth)
 
     async def write(self, lines: list[str]) -> None:
         try:

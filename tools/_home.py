@@ -7,9 +7,18 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ingest import RegistryError, check_device_id, write_atomic
 from tools._errors import UsageError
 
 BROKER_NAMES = ("localhost", "127.0.0.1")
+
+
+@dataclass
+class ProcessMark:
+    """What tells the process `stack up` started from a later one that got its PID."""
+
+    start_time: int  # clock ticks since boot, field 22 of /proc/PID/stat
+    program: str  # /proc/PID/comm
 
 
 @dataclass
@@ -20,6 +29,8 @@ class StackState:
     influx_rpc_port: int = 18088
     database: str = "fieldlink"
     pids: dict[str, int] = field(default_factory=dict)
+    # Per service in `pids`. Files written before it existed lack it: those PIDs are checked by name only.
+    started: dict[str, ProcessMark] = field(default_factory=dict)
 
 
 class Home:
@@ -46,8 +57,27 @@ class Home:
     def state_path(self) -> Path:
         return self.root / "stack.json"
 
+    @property
+    def broker_pid_path(self) -> Path:
+        """The running broker's PID (decimal text), for sending it SIGHUP to re-read the CRL."""
+        return self.root / "mosquitto" / "mosquitto.pid"
+
+    @property
+    def influx_credentials_path(self) -> Path:
+        """The local InfluxDB's users and passwords (JSON, mode 0600)."""
+        return self.root / "influxdb" / "credentials.json"
+
+    @property
+    def influx_netrc_path(self) -> Path:
+        """The local InfluxDB's admin login for `curl --netrc-file` (mode 0600)."""
+        return self.root / "influxdb" / "admin.netrc"
+
     def device_dir(self, device_id: str) -> Path:
-        return self.devices / device_id
+        """The device's bundle folder; the id is checked first, so no path is built from an unchecked name."""
+        try:
+            return self.devices / check_device_id(device_id)
+        except RegistryError as exc:
+            raise UsageError(str(exc)) from exc
 
     def ingest_cert(self) -> tuple[Path, Path]:
         """The ingest service's client certificate and key (CN INGEST_IDENTITY)."""
@@ -67,15 +97,17 @@ class Home:
             return StackState()
         try:
             data = json.loads(self.state_path.read_text())
-            return StackState(**data)
-        except (ValueError, TypeError) as exc:
+            started = {name: ProcessMark(**mark) for name, mark in data.pop("started", {}).items()}
+            state = StackState(**data, started=started)
+            if not all(isinstance(pid, int) and pid > 0 for pid in state.pids.values()):
+                raise ValueError("a PID that is not a positive integer")
+            return state
+        except (ValueError, TypeError, AttributeError) as exc:
             raise UsageError(f"{self.state_path} is damaged ({exc}); remove it and run `stack up`") from exc
 
     def save_state(self, state: StackState) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(state), indent=2) + "\n")
-        tmp.replace(self.state_path)
+        write_atomic(self.state_path, (json.dumps(asdict(state), indent=2) + "\n").encode())
 
     def ensure(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -83,4 +115,4 @@ class Home:
         os.chmod(self.root, 0o700)
         ignore = self.root / ".gitignore"
         if not ignore.exists():
-            ignore.write_text("*\n")
+            write_atomic(ignore, b"*\n")

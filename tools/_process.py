@@ -25,6 +25,29 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def process_start_time(pid: int) -> int | None:
+    """When the process started, in clock ticks since boot (field 22 of /proc/PID/stat); None if gone.
+    With the PID it names one process for good: a PID that is reused gets a later start time."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 2 (the command name, in parentheses) may hold spaces and ')': count from the last ')'.
+    fields = stat[stat.rfind(")") + 2 :].split()
+    try:
+        return int(fields[19])  # fields 3.. are left, so field 22 is at index 19
+    except (IndexError, ValueError):
+        return None
+
+
+def process_name(pid: int) -> str | None:
+    """The process's executable name as the kernel keeps it (/proc/PID/comm, at most 15 characters)."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
+
+
 def stop_pid(pid: int, timeout: float = 10.0) -> None:
     """SIGTERM, then SIGKILL after `timeout` seconds; the process group too if it leads one."""
     if not pid_alive(pid):

@@ -3,37 +3,101 @@
 from __future__ import annotations
 
 import getpass
+import glob
+import json
+import logging
+import secrets
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import httpx
 
-from ingest import CertificateAuthority
-from shared.protocol import ADMIN_IDENTITY, INGEST_IDENTITY
+from ingest import CertificateAuthority, write_atomic
+from shared.protocol import (
+    ADMIN_IDENTITY,
+    DATA_SUBSCRIPTION,
+    INGEST_IDENTITY,
+    MAX_PAYLOAD_BYTES,
+    STATUS_SUBSCRIPTION,
+    TOPIC_ROOT,
+)
 from tools._errors import EnvironmentProblem, ServiceFailed, UsageError
-from tools._home import BROKER_NAMES, Home, StackState
-from tools._process import pid_alive, port_free, stop_pid, tail, wait_port
+from tools._home import BROKER_NAMES, Home, ProcessMark, StackState
+from tools._process import pid_alive, port_free, process_name, process_start_time, stop_pid, tail, wait_port
+
+log = logging.getLogger("fieldlink.stack")
 
 _START_TIMEOUT_S = 30.0
 _PORT_OPTIONS = {"mosquitto": "mqtt-port", "influxdb": "influx-port", "influxdb rpc": "influx-rpc-port"}
+# What /proc/PID/comm says for each service's program.
+_PROGRAMS = {"mosquitto": "mosquitto", "influxdb": "influxd"}
 
-# Devices publish only under their own topics and read only their own config and commands;
-# the ingest service reads every device's data and status.
+# Devices publish only under their own topics and read only their own config and commands; the ingest
+# service reads every device's data and status; the admin identity alone drives the dynamic-security
+# plugin (which kicks a revoked device's live session).
 _ACL = f"""# Written by `fieldlink stack up`; identities come from certificate common names.
 user {INGEST_IDENTITY}
-topic read fl/v1/+/data
-topic read fl/v1/+/status
+topic read {DATA_SUBSCRIPTION}
+topic read {STATUS_SUBSCRIPTION}
 
-pattern write fl/v1/%u/data
-pattern write fl/v1/%u/status
-pattern read fl/v1/%u/config
-pattern read fl/v1/%u/cmd
+user {ADMIN_IDENTITY}
+topic readwrite $CONTROL/dynamic-security/#
+
+pattern write {TOPIC_ROOT}/%u/data
+pattern write {TOPIC_ROOT}/%u/status
+pattern read {TOPIC_ROOT}/%u/config
+pattern read {TOPIC_ROOT}/%u/cmd
 """
 
+# TLS 1.2 with forward secrecy and authenticated encryption only; the certificates are EC P-256, so
+# ECDHE-ECDSA. TLS 1.3's own suites are all AEAD.
+_TLS12_CIPHERS = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305"
+_TLS13_SUITES = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 
-def _mosquitto_conf(home: Home, state: StackState) -> str:
+# The dynamic-security plugin's first state: the admin identity may use the plugin's control topics,
+# and nothing else is granted here, so the acl_file decides for everyone else. The default access must
+# stay false: a client the plugin knows (one it was told to kick) would otherwise be allowed whatever no
+# role of its own says, past the acl_file (seen with 2.0.11: any topic, `#` included). Mosquitto
+# rewrites the file itself after every change, so it is written only when missing.
+_DYNSEC = {
+    "defaultACLAccess": {
+        "publishClientSend": False,
+        "publishClientReceive": False,
+        "subscribe": False,
+        "unsubscribe": False,
+    },
+    "clients": [{"username": ADMIN_IDENTITY, "roles": [{"rolename": "admin"}]}],
+    "groups": [],
+    "roles": [
+        {
+            "rolename": "admin",
+            "acls": [
+                {"acltype": acltype, "topic": "$CONTROL/dynamic-security/#", "allow": True}
+                for acltype in ("publishClientSend", "publishClientReceive", "subscribePattern")
+            ],
+        }
+    ],
+}
+
+INFLUX_ADMIN = "fieldlink-admin"
+INFLUX_WRITER = "fieldlink-writer"
+
+
+def _dynsec_plugin() -> Path:
+    for pattern in ("/usr/lib/*/mosquitto_dynamic_security.so", "/usr/lib/mosquitto*/mosquitto_dynamic_security.so"):
+        found = sorted(glob.glob(pattern))
+        if found:
+            return Path(found[0])
+    raise EnvironmentProblem(
+        "Mosquitto's dynamic-security plugin (mosquitto_dynamic_security.so) is not under /usr/lib; it comes "
+        "with Debian's mosquitto package (2.0 or later): run `make setup` or install mosquitto 2.x"
+    )
+
+
+def _mosquitto_conf(home: Home, state: StackState, plugin: Path) -> str:
     broker_cert, broker_key = home.pki / "broker.pem", home.pki / "broker.key"
     return f"""# Written by `fieldlink stack up`.
 per_listener_settings false
@@ -52,16 +116,28 @@ connection_messages true
 max_inflight_messages 100
 # Queued for the ingest service's persistent session while it is away.
 max_queued_messages 200000
+# The service's own payload limit: larger messages are dropped here (QoS 1 still acknowledged).
+message_size_limit {MAX_PAYLOAD_BYTES}
 allow_anonymous false
 acl_file {home.root / "mosquitto" / "acl"}
+# Kicks and denies revoked devices at once; administered over MQTT by {ADMIN_IDENTITY} only.
+plugin {plugin}
+plugin_opt_config_file {home.root / "mosquitto" / "dynsec.json"}
 
 listener {state.mqtt_port} 127.0.0.1
+# The minimum version (since Mosquitto 2.0): TLS 1.2 and 1.3.
 tls_version tlsv1.2
+ciphers {_TLS12_CIPHERS}
+ciphers_tls1.3 {_TLS13_SUITES}
 cafile {home.pki / "ca.pem"}
 certfile {broker_cert}
 keyfile {broker_key}
+# Re-read on SIGHUP: a revoked certificate's handshake fails from then on.
+crlfile {home.crl_path}
 require_certificate true
+# The certificate's CN is the username and the client id: no one can take another's session.
 use_identity_as_username true
+use_username_as_clientid true
 """
 
 
@@ -69,6 +145,7 @@ def _influx_conf(home: Home, state: StackState) -> str:
     data = home.root / "influxdb"
     return f"""# Written by `fieldlink stack up`.
 reporting-disabled = true
+# The backup/restore (RPC) port knows no users: it must stay on the loopback address.
 bind-address = "127.0.0.1:{state.influx_rpc_port}"
 
 [meta]
@@ -85,11 +162,63 @@ bind-address = "127.0.0.1:{state.influx_rpc_port}"
 [http]
   enabled = true
   bind-address = "127.0.0.1:{state.influx_port}"
+  auth-enabled = true
+  # /debug/pprof answers without credentials.
+  pprof-enabled = false
   log-enabled = false
 
 [continuous_queries]
   enabled = false
 """
+
+
+@dataclass(frozen=True)
+class Login:
+    username: str
+    password: str
+
+    def __repr__(self) -> str:  # never a password in a traceback or a log
+        return f"Login({self.username!r}, password=***)"
+
+    def auth(self) -> tuple[str, str]:
+        return self.username, self.password
+
+
+@dataclass(frozen=True)
+class InfluxCredentials:
+    """The local InfluxDB's users: an admin, and a writer that may only write to the database."""
+
+    admin: Login
+    writer: Login
+
+    @classmethod
+    def new(cls) -> InfluxCredentials:
+        return cls(Login(INFLUX_ADMIN, secrets.token_urlsafe(24)), Login(INFLUX_WRITER, secrets.token_urlsafe(24)))
+
+
+def influx_credentials(home: Home) -> InfluxCredentials | None:
+    """The credentials `stack up` made for the local InfluxDB, or None before the first `stack up`."""
+    path = home.influx_credentials_path
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        return InfluxCredentials(Login(**data["admin"]), Login(**data["writer"]))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise UsageError(
+            f"{path} is damaged ({type(exc).__name__}); restore it, or remove it together with the database "
+            f"folder {path.parent} and run `stack up` again"
+        ) from exc
+
+
+def _write_influx_credentials(home: Home, credentials: InfluxCredentials) -> None:
+    write_atomic(home.influx_credentials_path, (json.dumps(asdict(credentials), indent=2) + "\n").encode(), 0o600)
+
+
+def _write_influx_netrc(home: Home, credentials: InfluxCredentials) -> None:
+    admin = credentials.admin
+    netrc = f"machine 127.0.0.1 login {admin.username} password {admin.password}\n"
+    write_atomic(home.influx_netrc_path, netrc.encode(), 0o600)
 
 
 def _binary(name: str) -> str | None:
@@ -105,17 +234,51 @@ class ServiceStatus:
     running: bool
 
 
+def _is_ours(name: str, pid: int, mark: ProcessMark | None) -> bool:
+    """True if `pid` is still the process `stack up` started as `name` (alive, same start time and
+    program). For a stack.json without marks, the program's name is all there is to check."""
+    if not pid_alive(pid):
+        return False
+    if mark is None:
+        return process_name(pid) == _PROGRAMS[name]
+    return process_start_time(pid) == mark.start_time and process_name(pid) == mark.program
+
+
 class Stack:
     def __init__(self, home: Home) -> None:
         self.home = home
 
-    def status(self) -> list[ServiceStatus]:
+    def _check(self, state: StackState) -> list[str]:
+        """Drop every recorded process that is gone or no longer ours; one line per PID now someone
+        else's, which is left alone."""
+        notes = []
+        for name, pid in sorted(state.pids.items()):
+            if _is_ours(name, pid, state.started.get(name)):
+                continue
+            if pid_alive(pid):
+                notes.append(f"{name}: pid {pid} is no longer ours; not signalled")
+            del state.pids[name]
+            state.started.pop(name, None)
+        return notes
+
+    def _load_checked(self) -> tuple[StackState, list[str]]:
         state = self.home.load_state()
-        result = []
-        for name, port in (("mosquitto", state.mqtt_port), ("influxdb", state.influx_port)):
-            pid = state.pids.get(name)
-            result.append(ServiceStatus(name, pid, port, pid is not None and pid_alive(pid)))
-        return result
+        before = dict(state.pids)
+        notes = self._check(state)
+        if state.pids != before:
+            self.home.save_state(state)
+            if "mosquitto" not in state.pids:
+                self.home.broker_pid_path.unlink(missing_ok=True)
+        return state, notes
+
+    def status(self) -> list[ServiceStatus]:
+        state, notes = self._load_checked()
+        for note in notes:
+            log.warning(note)
+        return [
+            ServiceStatus(name, state.pids.get(name), port, name in state.pids)
+            for name, port in (("mosquitto", state.mqtt_port), ("influxdb", state.influx_port))
+        ]
 
     def is_up(self) -> bool:
         return all(s.running for s in self.status())
@@ -147,8 +310,10 @@ class Stack:
         influx_rpc_port: int | None = None,
     ) -> str:
         """Start what is not running; returns a sentence saying what happened."""
-        state = self.home.load_state()
-        running = {s.name for s in self.status() if s.running}
+        state, notes = self._load_checked()
+        for note in notes:
+            log.warning(note)
+        running = set(state.pids)
         if running == {"mosquitto", "influxdb"}:
             if any(p is not None for p in (mqtt_port, influx_port, influx_rpc_port)):
                 raise UsageError("the stack is already up; run `fieldlink stack down` to change its ports")
@@ -159,6 +324,7 @@ class Stack:
                 f"{' and '.join(missing)} not found on PATH; run `make setup` (installs the Debian packages "
                 "mosquitto and influxdb) or install them yourself"
             )
+        plugin = _dynsec_plugin()
         if mqtt_port is not None:
             state.mqtt_port = mqtt_port
         if influx_port is not None:
@@ -180,46 +346,66 @@ class Stack:
         self.home.logs.mkdir(exist_ok=True)
         mosq_dir = self.home.root / "mosquitto"
         mosq_dir.mkdir(exist_ok=True)
-        (mosq_dir / "acl").write_text(_ACL)
-        (mosq_dir / "mosquitto.conf").write_text(_mosquitto_conf(self.home, state))
+        write_atomic(mosq_dir / "acl", _ACL.encode())
+        write_atomic(mosq_dir / "mosquitto.conf", _mosquitto_conf(self.home, state, plugin).encode())
+        if not (mosq_dir / "dynsec.json").exists():
+            write_atomic(mosq_dir / "dynsec.json", (json.dumps(_DYNSEC, indent=2) + "\n").encode(), 0o600)
         influx_dir = self.home.root / "influxdb"
         influx_dir.mkdir(exist_ok=True)
-        (influx_dir / "influxdb.conf").write_text(_influx_conf(self.home, state))
+        write_atomic(influx_dir / "influxdb.conf", _influx_conf(self.home, state).encode())
+        credentials = influx_credentials(self.home)
+        fresh = credentials is None
+        if credentials is None:
+            # Written before the users exist, so that a crash in between cannot lose a password.
+            credentials = InfluxCredentials.new()
+            _write_influx_credentials(self.home, credentials)
+        _write_influx_netrc(self.home, credentials)  # from the credentials, also after a restore
 
         started: list[str] = []
         try:
             if "mosquitto" not in running:
-                state.pids["mosquitto"] = self._spawn(
-                    "mosquitto", [_binary("mosquitto") or "mosquitto", "-c", str(mosq_dir / "mosquitto.conf")]
+                self._spawn(
+                    state,
+                    "mosquitto",
+                    [_binary("mosquitto") or "mosquitto", "-c", str(mosq_dir / "mosquitto.conf")],
                 )
                 started.append("mosquitto")
+                write_atomic(self.home.broker_pid_path, f"{state.pids['mosquitto']}\n".encode())
             if "influxdb" not in running:
-                state.pids["influxdb"] = self._spawn(
+                self._spawn(
+                    state,
                     "influxdb",
                     [_binary("influxd") or "influxd", "run", "-config", str(influx_dir / "influxdb.conf")],
                 )
                 started.append("influxdb")
             self.home.save_state(state)
             self._wait_ready(state)
-            self._create_database(state)
+            self._prepare_database(state, credentials, fresh)
         except Exception:
             for name in started:
                 stop_pid(state.pids.pop(name))
+                state.started.pop(name, None)
+            if "mosquitto" in started:
+                self.home.broker_pid_path.unlink(missing_ok=True)
             self.home.save_state(state)
             raise
         return (
             f"stack up: mosquitto on mqtts://127.0.0.1:{state.mqtt_port} (mutual TLS), "
-            f"influxdb on http://127.0.0.1:{state.influx_port} (database {state.database}); "
-            f"state in {self.home.root}"
+            f"influxdb on http://127.0.0.1:{state.influx_port} (database {state.database}, users in "
+            f"{self.home.influx_credentials_path}); state in {self.home.root}"
         )
 
-    def _spawn(self, name: str, argv: list[str]) -> int:
-        log = (self.home.logs / f"{name}.log").open("ab")
+    def _spawn(self, state: StackState, name: str, argv: list[str]) -> None:
+        """Start the service and record its PID with what tells that process apart from later ones."""
+        log_file = (self.home.logs / f"{name}.log").open("ab")
         process = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
-        log.close()
-        return process.pid
+        log_file.close()
+        state.pids[name] = process.pid
+        start_time, program = process_start_time(process.pid), process_name(process.pid)
+        if start_time is not None and program is not None:  # else it died at once: _wait_ready says so
+            state.started[name] = ProcessMark(start_time, program)
 
     def _wait_ready(self, state: StackState) -> None:
         deadline = time.monotonic() + _START_TIMEOUT_S
@@ -227,35 +413,82 @@ class Stack:
             pid = state.pids[name]
             while not wait_port(port, 0.5):
                 if not pid_alive(pid) or time.monotonic() > deadline:
-                    log = self.home.logs / f"{name}.log"
-                    raise ServiceFailed(f"{name} did not start; the end of {log}:\n{tail(log)}")
+                    log_path = self.home.logs / f"{name}.log"
+                    raise ServiceFailed(f"{name} did not start; the end of {log_path}:\n{tail(log_path)}")
 
-    def _create_database(self, state: StackState) -> None:
-        url = f"http://127.0.0.1:{state.influx_port}"
+    def _prepare_database(self, state: StackState, credentials: InfluxCredentials, fresh: bool) -> None:
+        """The admin user (made on a database that has no users yet), the database, and the writer,
+        which may write to it and nothing else. Safe to repeat. `fresh`: the credentials were made
+        just now, for a database that should have no users yet."""
+        url = f"http://127.0.0.1:{state.influx_port}/query"
+        admin, writer = credentials.admin, credentials.writer
+
+        def query(q: str, auth: tuple[str, str] | None = None) -> httpx.Response:
+            # In the body, not the URL: some statements hold passwords.
+            return httpx.post(url, data={"q": q}, auth=auth, timeout=10)
+
         deadline = time.monotonic() + _START_TIMEOUT_S
         while True:
             try:
-                response = httpx.post(f"{url}/query", params={"q": f'CREATE DATABASE "{state.database}"'})
+                response = query("SHOW USERS", admin.auth())
                 if response.status_code == 200:
-                    return
-                detail = f"HTTP {response.status_code}: {response.text[:200]}"
+                    break
+                detail = f"HTTP {response.status_code}: {response.text[:200].strip()}"
+                if "create admin user first" in response.text:
+                    response = query(
+                        f"CREATE USER \"{admin.username}\" WITH PASSWORD '{admin.password}' WITH ALL PRIVILEGES"
+                    )
+                    detail = f"HTTP {response.status_code}: {response.text[:200].strip()}"
+                elif response.status_code == 401:
+                    path = self.home.influx_credentials_path
+                    if fresh:  # they name no user of this database: leave room for the real file
+                        path.unlink(missing_ok=True)
+                        self.home.influx_netrc_path.unlink(missing_ok=True)
+                    problem = f"{path} is missing" if fresh else f"it refuses the admin login in {path} ({detail})"
+                    raise ServiceFailed(
+                        f"influxdb in {path.parent} has users already, and {problem}; restore that file "
+                        "(it holds their passwords), or remove the folder's meta, data and wal to start afresh"
+                    )
             except httpx.HTTPError as exc:
                 detail = str(exc)
             if time.monotonic() > deadline:
-                raise ServiceFailed(f"influxdb did not accept CREATE DATABASE: {detail}")
+                raise ServiceFailed(f"influxdb did not accept its admin user: {detail}")
             time.sleep(0.2)
+        users = {row[0] for row in _series_values(response)}
+        statements = [f'CREATE DATABASE "{state.database}"']
+        if writer.username in users:
+            statements.append(f"SET PASSWORD FOR \"{writer.username}\" = '{writer.password}'")
+        else:
+            statements.append(f"CREATE USER \"{writer.username}\" WITH PASSWORD '{writer.password}'")
+        # GRANT replaces whatever the user had on the database: write, and no read.
+        statements.append(f'GRANT WRITE ON "{state.database}" TO "{writer.username}"')
+        for statement in statements:
+            response = query(statement, admin.auth())
+            errors = [r["error"] for r in response.json().get("results", []) if "error" in r]
+            if response.status_code != 200 or errors:
+                verb = " ".join(statement.split()[:2])
+                raise ServiceFailed(f"influxdb refused {verb}: HTTP {response.status_code} {errors or ''}")
 
     def down(self) -> str:
-        state = self.home.load_state()
+        state, notes = self._load_checked()
         stopped = []
         for name, pid in sorted(state.pids.items()):
-            if pid_alive(pid):
-                stop_pid(pid)
-                stopped.append(name)
-        state.pids = {}
+            stop_pid(pid)
+            stopped.append(name)
+        state.pids, state.started = {}, {}
+        self.home.broker_pid_path.unlink(missing_ok=True)
         if self.home.state_path.exists():
             self.home.save_state(state)
-        return f"stopped {', '.join(stopped)}" if stopped else "stack already down"
+        said = f"stopped {', '.join(stopped)}" if stopped else "stack already down"
+        return "\n".join([*notes, said])
 
     def influx_url(self) -> str:
         return f"http://127.0.0.1:{self.home.load_state().influx_port}"
+
+
+def _series_values(response: httpx.Response) -> list[list[object]]:
+    rows: list[list[object]] = []
+    for result in response.json().get("results", []):
+        for series in result.get("series", []):
+            rows += series.get("values", [])
+    return rows
