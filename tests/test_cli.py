@@ -136,3 +136,57 @@ def test_ingest_with_bad_settings_explains(tmp_path: Path, monkeypatch: pytest.M
     assert result.returncode == 2
     assert f"FIELDLINK_MQTT_CA={tmp_path / 'missing.pem'} is not a readable file" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_stack_json_with_plain_pids_of_a_running_stack_still_works(stack: StackInfo) -> None:
+    """A stack.json from before start times were recorded: its PIDs are checked by program name."""
+    import json
+
+    path = stack.home / "stack.json"
+    current = path.read_text()
+    legacy = json.loads(current)
+    del legacy["started"]
+    path.write_text(json.dumps(legacy))
+    try:
+        status = fieldlink(stack.home, "stack", "status")
+        assert (status.returncode, status.stderr) == (0, "")
+        assert all("running (pid" in line for line in status.stdout.splitlines())
+    finally:
+        path.write_text(current)
+
+
+def test_stack_json_with_plain_pids_of_other_programs_signals_nothing(tmp_path: Path) -> None:
+    import json
+    import subprocess
+
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        pids = {"mosquitto": stranger.pid, "influxdb": stranger.pid}
+        (tmp_path / "stack.json").write_text(json.dumps({"pids": pids}))
+        status = fieldlink(tmp_path, "stack", "status")
+        assert status.returncode == 1
+        assert status.stderr.splitlines() == [
+            f"influxdb: pid {stranger.pid} is no longer ours; not signalled",
+            f"mosquitto: pid {stranger.pid} is no longer ours; not signalled",
+        ]
+        down = fieldlink(tmp_path, "stack", "down")
+        assert (down.returncode, down.stdout.strip()) == (0, "stack already down")  # status dropped them
+        assert stranger.poll() is None
+        assert json.loads((tmp_path / "stack.json").read_text())["pids"] == {}
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_stack_down_removes_the_broker_pid_file(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    ports = [str(free_port()) for _ in range(3)]
+    options = ["--mqtt-port", ports[0], "--influx-port", ports[1], "--influx-rpc-port", ports[2]]
+    up = fieldlink(home, "stack", "up", *options)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert (home / "mosquitto" / "mosquitto.pid").read_text().strip().isdigit()
+    finally:
+        down = fieldlink(home, "stack", "down")
+    assert (down.returncode, down.stdout.strip()) == (0, "stopped influxdb, mosquitto")
+    assert not (home / "mosquitto" / "mosquitto.pid").exists()
