@@ -171,12 +171,14 @@ def mutated(draw: st.DrawFn, base: st.SearchStrategy[Pairs]) -> bytes:
             value = draw(st.one_of(st.just(dict(pairs).get(key)), junk))
             pairs = Pairs([*pairs[:at], (key, value), *pairs[at:]])
         elif op == "row":
-            rows = [list(r) for r in dict(pairs).get("r") or [] if isinstance(r, list)] or [[0, 0, 1.0]]
+            current = dict(pairs).get("r")
+            rows = [list(r) for r in current if isinstance(r, list)] if isinstance(current, list) else []
+            rows = rows or [[0, 0, 1.0]]
             row = draw(st.integers(0, len(rows) - 1))
             how = draw(_row_ops)
-            if how == "element":
+            if how == "element" and rows[row]:
                 rows[row][draw(st.integers(0, len(rows[row]) - 1))] = draw(_elements)
-            elif how == "shorter":
+            elif how == "shorter" and rows[row]:
                 rows[row] = rows[row][:-1]
             else:
                 rows[row] = [*rows[row], draw(junk)]
