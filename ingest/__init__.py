@@ -12,8 +12,8 @@ from ingest._errors import (
     StorageError,
     UnknownDevice,
 )
-from ingest._fleet import BrokerControl, Fleet, PkiLayout, Revocation
-from ingest._pki import CertificateAuthority, Credentials, Issued, write_atomic
+from ingest._fleet import BrokerControl, Fleet, Revocation
+from ingest._pki import CertificateAuthority, Credentials, Issued, PkiLayout, write_atomic
 from ingest._registry import Certificate, Device, Registry, check_device_id
 from ingest._settings import Settings, load_settings
 

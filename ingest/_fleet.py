@@ -27,51 +27,12 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from ingest._errors import FleetError, UnknownDevice
-from ingest._pki import CertificateAuthority, Credentials
+from ingest._pki import CertificateAuthority, Credentials, PkiLayout
 from ingest._registry import Device, Registry, check_device_id
 from shared.protocol import ADMIN_IDENTITY
 
 _CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 _BROKER_PROGRAM = "mosquitto"
-
-
-@dataclass(frozen=True)
-class PkiLayout:
-    """The files of the fleet PKI folder; the one place their names are spelled."""
-
-    folder: Path
-
-    @property
-    def ca_cert(self) -> Path:
-        return self.folder / "ca.pem"
-
-    @property
-    def crl(self) -> Path:
-        return self.folder / "crl.pem"
-
-    @property
-    def admin_cert(self) -> Path:
-        return self.folder / "admin.pem"
-
-    @property
-    def admin_key(self) -> Path:
-        return self.folder / "admin.key"
-
-    @property
-    def ingest_cert(self) -> Path:
-        return self.folder / "ingest.pem"
-
-    @property
-    def ingest_key(self) -> Path:
-        return self.folder / "ingest.key"
-
-    @property
-    def broker_cert(self) -> Path:
-        return self.folder / "broker.pem"
-
-    @property
-    def broker_key(self) -> Path:
-        return self.folder / "broker.key"
 
 
 @dataclass(frozen=True)

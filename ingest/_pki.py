@@ -91,6 +91,49 @@ def _name(common_name: str) -> x509.Name:
 
 
 @dataclass(frozen=True)
+class PkiLayout:
+    """The files of the fleet PKI folder; the one place their names are spelled."""
+
+    folder: Path
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.folder / "ca.pem"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.folder / "ca.key"
+
+    @property
+    def crl(self) -> Path:
+        return self.folder / "crl.pem"
+
+    @property
+    def admin_cert(self) -> Path:
+        return self.folder / "admin.pem"
+
+    @property
+    def admin_key(self) -> Path:
+        return self.folder / "admin.key"
+
+    @property
+    def ingest_cert(self) -> Path:
+        return self.folder / "ingest.pem"
+
+    @property
+    def ingest_key(self) -> Path:
+        return self.folder / "ingest.key"
+
+    @property
+    def broker_cert(self) -> Path:
+        return self.folder / "broker.pem"
+
+    @property
+    def broker_key(self) -> Path:
+        return self.folder / "broker.key"
+
+
+@dataclass(frozen=True)
 class Credentials:
     """What a device needs to connect (PEM): its certificate and key, and the fleet CA to pin."""
 
@@ -116,8 +159,8 @@ class CertificateAuthority:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.cert_path = folder / "ca.pem"
-        self.key_path = folder / "ca.key"
+        self.cert_path = PkiLayout(folder).ca_cert
+        self.key_path = PkiLayout(folder).ca_key
 
     def exists(self) -> bool:
         return self.cert_path.is_file() and self.key_path.is_file()

@@ -270,8 +270,8 @@ def test_publishing_outside_its_own_topics_has_no_effect(stack: StackInfo, inges
 
 def _admin(stack: StackInfo) -> paho.Client:
     home = Home(stack.home)
-    cert, key = home.admin_cert()
-    return mqtt_client(stack.mqtt_port, home.pki / "ca.pem", cert, key, ADMIN_IDENTITY)
+    pki = home.pki_files
+    return mqtt_client(stack.mqtt_port, pki.ca_cert, pki.admin_cert, pki.admin_key, ADMIN_IDENTITY)
 
 
 def _dynsec(admin: paho.Client, **command: str) -> None:

@@ -18,7 +18,6 @@ from ingest import (
     Fleet,
     IngestError,
     Issued,
-    PkiLayout,
     Registry,
     RegistryError,
     Revocation,
@@ -71,7 +70,7 @@ def _checked(device_id: str) -> str:
 @contextmanager
 def open_fleet(home: Home, *, broker: bool = True) -> Iterator[Fleet]:
     """The fleet of this state folder; with `broker`, revocations reach the local stack's broker."""
-    pki = PkiLayout(home.pki)
+    pki = home.pki_files
     try:
         registry = Registry(home.registry_path)
     except IngestError as exc:

@@ -7,7 +7,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ingest import RegistryError, check_device_id, write_atomic
+from ingest import PkiLayout, RegistryError, check_device_id, write_atomic
 from tools._errors import UsageError
 
 BROKER_NAMES = ("localhost", "127.0.0.1")
@@ -79,18 +79,10 @@ class Home:
         except RegistryError as exc:
             raise UsageError(str(exc)) from exc
 
-    def ingest_cert(self) -> tuple[Path, Path]:
-        """The ingest service's client certificate and key (CN INGEST_IDENTITY)."""
-        return self.pki / "ingest.pem", self.pki / "ingest.key"
-
-    def admin_cert(self) -> tuple[Path, Path]:
-        """The fleet administrator's client certificate and key (CN ADMIN_IDENTITY): broker control."""
-        return self.pki / "admin.pem", self.pki / "admin.key"
-
     @property
-    def crl_path(self) -> Path:
-        """The fleet CA's certificate revocation list, which the broker reloads on SIGHUP."""
-        return self.pki / "crl.pem"
+    def pki_files(self) -> PkiLayout:
+        """The fleet CA, its CRL, and the broker's, the service's and the administrator's keys."""
+        return PkiLayout(self.pki)
 
     def load_state(self) -> StackState:
         if not self.state_path.is_file():

@@ -98,7 +98,8 @@ def _dynsec_plugin() -> Path:
 
 
 def _mosquitto_conf(home: Home, state: StackState, plugin: Path) -> str:
-    broker_cert, broker_key = home.pki / "broker.pem", home.pki / "broker.key"
+    pki = home.pki_files
+    broker_cert, broker_key = pki.broker_cert, pki.broker_key
     return f"""# Written by `fieldlink stack up`.
 per_listener_settings false
 user {getpass.getuser()}
@@ -129,11 +130,11 @@ listener {state.mqtt_port} 127.0.0.1
 tls_version tlsv1.2
 ciphers {_TLS12_CIPHERS}
 ciphers_tls1.3 {_TLS13_SUITES}
-cafile {home.pki / "ca.pem"}
+cafile {pki.ca_cert}
 certfile {broker_cert}
 keyfile {broker_key}
 # Re-read on SIGHUP: a revoked certificate's handshake fails from then on.
-crlfile {home.crl_path}
+crlfile {pki.crl}
 require_certificate true
 # The certificate's CN is the username and the client id: no one can take another's session.
 use_identity_as_username true
@@ -287,21 +288,22 @@ class Stack:
         ca = CertificateAuthority(self.home.pki)
         if not ca.exists():
             ca.create()
-        if not (self.home.pki / "broker.pem").exists():
+        pki = self.home.pki_files
+        if not pki.broker_cert.exists():
             ca.issue(
                 "localhost",
-                self.home.pki / "broker.pem",
-                self.home.pki / "broker.key",
+                pki.broker_cert,
+                pki.broker_key,
                 server_names=BROKER_NAMES,
             )
         for identity, (cert, key) in (
-            (INGEST_IDENTITY, self.home.ingest_cert()),
-            (ADMIN_IDENTITY, self.home.admin_cert()),
+            (INGEST_IDENTITY, (pki.ingest_cert, pki.ingest_key)),
+            (ADMIN_IDENTITY, (pki.admin_cert, pki.admin_key)),
         ):
             if not cert.exists():
                 ca.issue(identity, cert, key)
-        if not self.home.crl_path.exists():
-            ca.write_crl(self.home.crl_path, [])
+        if not pki.crl.exists():
+            ca.write_crl(pki.crl, [])
 
     def up(
         self,

@@ -251,12 +251,12 @@ def _stack_fallbacks(home: Home) -> dict[str, Any]:
     if not home.state_path.exists():
         return {}
     state = home.load_state()
-    cert, key = home.ingest_cert()
+    pki = home.pki_files
     fallbacks: dict[str, Any] = {
         "mqtt_port": state.mqtt_port,
-        "mqtt_ca": home.pki / "ca.pem",
-        "mqtt_cert": cert,
-        "mqtt_key": key,
+        "mqtt_ca": pki.ca_cert,
+        "mqtt_cert": pki.ingest_cert,
+        "mqtt_key": pki.ingest_key,
         "influx_url": f"http://127.0.0.1:{state.influx_port}",
         "influx_api": "v1",
         "influx_database": state.database,

@@ -13,7 +13,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Response, status
 
 from ingest._errors import FleetError, InvalidDeviceId, PKIError, RegistryError, UnknownDevice
-from ingest._fleet import BrokerControl, Fleet, PkiLayout
+from ingest._fleet import BrokerControl, Fleet
+from ingest._pki import PkiLayout
 from ingest._registry import Registry
 from ingest._settings import Settings
 from ingest.routers._deps import AdminOnly, SettingsDep
