@@ -9,6 +9,7 @@ import json
 
 from shared.protocol import (
     CERT_ID_LENGTH,
+    MAX_ERROR_LENGTH,
     MAX_PAYLOAD_BYTES,
     MAX_READINGS,
     MAX_SENSORS,
@@ -44,8 +45,6 @@ MAX_STATUS_BYTES = 2048
 # Integers a device sends (seq, t0, status counters) fit a float exactly, as JSON readers elsewhere need.
 MAX_INT = 2**53
 MAX_OFFSET_MS = 2**31
-# A status message's `error` text, in characters.
-MAX_ERROR_LENGTH = 256
 
 # What parsing or checking hostile input can raise besides ProtocolError: RecursionError is a
 # RuntimeError on CPython, and MicroPython raises RuntimeError itself for too deep a recursion.

@@ -25,6 +25,8 @@ MAX_ID_LENGTH = const(64)
 # A device names the certificate it connects with in its status: the first hex digits of the SHA-256
 # of the certificate's DER form (what `fieldlink device show` lists), so rotation can see it in use.
 CERT_ID_LENGTH = const(16)
+# A status message's `error` text, in characters: the node cuts a longer one, the service refuses it.
+MAX_ERROR_LENGTH = const(256)
 
 _ID_FIRST = "abcdefghijklmnopqrstuvwxyz0123456789"
 _ID_REST = _ID_FIRST + "-_."
@@ -105,7 +107,7 @@ def encode_status(online, counters=None, error=None, cert=None):
     if counters:
         obj["counters"] = counters
     if error:
-        obj["error"] = error
+        obj["error"] = error[:MAX_ERROR_LENGTH]
     if cert:
         obj["cert"] = cert
     return _dumps(obj)

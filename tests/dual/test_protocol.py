@@ -253,7 +253,8 @@ def test_status_error_text_is_bounded_unicode():
     assert decode.decode_status(protocol.encode_status(True, None, longest))[2] == longest
     assert decode.decode_status(protocol.encode_status(True, None, "x\n2026 CRITICAL forged"))[2] == (
         "x\n2026 CRITICAL forged")  # kept, and escaped where it is logged
-    for bad in (protocol.encode_status(True, None, longest + "e"), _STATUS + b',"error":"\\ud800"}',
+    too_long = _STATUS + b',"error":"' + b"e" * (decode.MAX_ERROR_LENGTH + 1) + b'"}'
+    for bad in (too_long, _STATUS + b',"error":"\\ud800"}',
                 _STATUS + b',"error":["x"]}', _STATUS + b',"error":true}'):
         assert raises(decode.MalformedPayload, decode.decode_status, bad).reason == "malformed"
 
@@ -271,3 +272,9 @@ def test_not_json_text_is_malformed():
 
 def test_decode_batch_t0_gives_the_start_even_without_readings():
     assert decode.decode_batch_t0(b'{"v":1,"seq":3,"t0":1700000000000,"s":["t"],"r":[]}') == (3, 1700000000000, [])
+
+
+def test_a_long_config_error_is_cut_so_the_status_still_passes():
+    error = "x" * (protocol.MAX_ERROR_LENGTH + 50)
+    assert decode.decode_status(protocol.encode_status(True, {"dropped": 1}, error)) == (
+        True, {"dropped": 1}, "x" * protocol.MAX_ERROR_LENGTH, None)
