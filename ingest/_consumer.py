@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import ssl
 import time
 import traceback
@@ -126,7 +127,7 @@ class Verifier:
         # Devices whose last status named a certificate the registry does not know for them.
         self._unknown_certificate: set[str] = set()
 
-    def _device(self, device_id: str) -> None:
+    def require_active(self, device_id: str) -> None:
         # Read for every message, never cached: a revocation holds from the next message on.
         status = self._registry.status(device_id)
         if status is None:
@@ -142,7 +143,7 @@ class Verifier:
             online, counters, error, cert = decode.decode_status(payload)
         except decode.ProtocolError as exc:
             raise RejectedMessage(exc.reason, str(exc)) from exc
-        self._device(device_id)
+        self.require_active(device_id)
         if cert is not None:
             if not self._registry.certificate_known(device_id, cert):
                 self._unknown_certificate.add(device_id)
@@ -167,7 +168,7 @@ class Verifier:
             seq, t0, readings = decode.decode_batch_t0(payload)
         except decode.ProtocolError as exc:
             raise RejectedMessage(exc.reason, str(exc)) from exc
-        self._device(device_id)
+        self.require_active(device_id)
         if device_id in self._unknown_certificate:
             raise RejectedMessage(
                 "unknown_certificate", f"device {device_id!r} last reported a certificate it was not issued"
@@ -274,10 +275,7 @@ class Consumer:
         is_status = topic.endswith("/status")
         self._stats.counters["status_received" if is_status else "received"] += 1
         try:
-            if is_status:
-                self._handle_status(topic, payload)
-            else:
-                await self._handle_data(topic, payload)
+            await self._handle_until_settled(topic, payload, is_status)
         except RejectedMessage as exc:
             self._stats.reject(exc.reason)
             self._log_refusal(topic, "status" if is_status else "message", exc.reason, str(exc))
@@ -295,6 +293,23 @@ class Consumer:
                     frames,
                 )
 
+    async def _handle_until_settled(self, topic: str, payload: bytes, is_status: bool) -> None:
+        """Handle the message; while the registry cannot be read or written (locked past its timeout,
+        a full disk), wait and try again: such a message is not refused, and so not acknowledged."""
+        delay = 0.2
+        while True:
+            try:
+                if is_status:
+                    self._handle_status(topic, payload)
+                else:
+                    await self._handle_data(topic, payload)
+                return
+            except sqlite3.OperationalError as exc:
+                self._stats.counters["registry_retries"] += 1
+                log.warning("device registry unavailable (%s); retrying in %.1f s", escape(str(exc), 300), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._settings.write_retry_max_s)
+
     def _log_refusal(self, topic: str, kind: str, reason: str, detail: str) -> None:
         suppressed = self.log_limiter.allow((_source(topic), kind, reason))
         if suppressed is not None:
@@ -306,7 +321,7 @@ class Consumer:
         stats = self._stats
         device_id, seq, readings, failed, newest = self._verifier.check_batch(topic, payload, int(time.time() * 1000))
         if readings:
-            await self._write_with_retry(to_lines(device_id, readings))
+            await self._write_with_retry(device_id, to_lines(device_id, readings))
         if newest is not None:
             self._registry.touch(device_id, newest)  # the device's own newest timestamp
         stats.counters["stored_messages"] += 1
@@ -333,8 +348,9 @@ class Consumer:
             if suppressed is not None:
                 log.warning("device %s reports: %s%s", device_id, escape(status["error"]), _suppressed(suppressed))
 
-    async def _write_with_retry(self, lines: list[str]) -> None:
-        """Retry until InfluxDB takes the points: holding the message back is how we lose nothing."""
+    async def _write_with_retry(self, device_id: str, lines: list[str]) -> None:
+        """Retry until InfluxDB takes the points: holding the message back is how we lose nothing.
+        A device revoked while its message waits is refused before the next attempt."""
         delay = 0.2
         while True:
             try:
@@ -345,6 +361,7 @@ class Consumer:
                 log.warning("write failed (%s); retrying in %.1f s", escape(str(exc), 300), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._settings.write_retry_max_s)
+                self._verifier.require_active(device_id)
 
 
 def _source(topic: str) -> str:

@@ -14,11 +14,14 @@ dynamic-security client whose identity comes from its certificate may connect ag
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
 import ssl
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +47,6 @@ class BrokerControl:
     port: int
     pki: PkiLayout
     pid_file: Path | None = None
-    server_hostname: str = "localhost"
     timeout_s: float = 5.0
 
     def reload_crl(self) -> bool:
@@ -110,10 +112,11 @@ class BrokerControl:
             {"command": "createClient", "username": device_id},
             {"command": "disableClient", "username": device_id},
         )
-        for response in responses:
-            error = response.get("error")
-            if error and response.get("command") == "disableClient":
-                raise FleetError(f"the broker did not disable {device_id!r}: {error}")
+        disabled = [r for r in responses if r.get("command") == "disableClient"]
+        if not disabled:
+            raise FleetError(f"the broker did not answer the request to disable {device_id!r}")
+        if disabled[0].get("error"):
+            raise FleetError(f"the broker did not disable {device_id!r}: {disabled[0]['error']}")
 
     def forget(self, device_id: str) -> None:
         """Drop the device's dynamic-security entry (after `remove`), so the id can be issued again."""
@@ -144,19 +147,34 @@ class Fleet:
         credentials = self.ca.credentials(device_id)
         return self.registry.add(device_id, credentials.issued, labels), credentials
 
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One fleet operation on the broker at a time, across threads and processes (the CLI and the
+        admin API): the CRL is read and written whole, and the admin identity has one session."""
+        self.pki.folder.mkdir(parents=True, exist_ok=True)
+        with (self.pki.folder / ".fleet.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def publish_crl(self) -> bool:
-        """Write the CRL from the registry and have the broker re-read it."""
-        self.ca.write_crl(self.pki.crl, self.registry.revoked_certificates())
-        return self.broker.reload_crl() if self.broker else False
+        """Write the CRL from the registry and have the broker re-read it; False if no broker was
+        signalled."""
+        with self._exclusive():
+            self.ca.write_crl(self.pki.crl, self.registry.revoked_certificates())
+            return self.broker.reload_crl() if self.broker else False
 
     def revoke(self, device_id: str) -> Revocation:
         device = self.registry.revoke(check_device_id(device_id))
         crl_reloaded = self.publish_crl()
-        problem = None
+        problem = None if crl_reloaded else "no running broker was signalled to re-read the CRL"
         session_closed = False
         if self.broker is not None:
             try:
-                self.broker.disable(device_id)
+                with self._exclusive():
+                    self.broker.disable(device_id)
                 session_closed = True
             except FleetError as exc:
                 problem = str(exc)
@@ -169,9 +187,10 @@ class Fleet:
         self.registry.add_certificate(device.id, credentials.issued)
         return credentials
 
-    def finish_rotation(self, device_id: str, force: bool = False) -> int:
+    def finish_rotation(self, device_id: str, force: bool = False) -> tuple[int, bool]:
         """Revoke every certificate of the device but the newest, once the device reports the newest
-        in use (or with `force`); returns how many were revoked."""
+        in use (or with `force`); returns how many were revoked, and whether the broker re-read the
+        CRL."""
         device = self._active(device_id)
         newest = device.valid_certificates[-1]
         if not force and device.cert_in_use != newest.sha256:
@@ -181,21 +200,20 @@ class Fleet:
                 "restart it with the new bundle, or finish with --force"
             )
         revoked = self.registry.revoke_certificates(device.id, keep=newest.sha256)
-        if revoked:
-            self.publish_crl()
-        return revoked
+        return revoked, self.publish_crl() if revoked else True
 
-    def remove(self, device_id: str) -> None:
-        """Revoke (if active) and forget the device; its certificates stay on the CRL."""
+    def remove(self, device_id: str) -> Revocation | None:
+        """Revoke (if active) and forget the device; its certificates stay on the CRL. Returns the
+        revocation it made, if any."""
         device = self.registry.get(check_device_id(device_id))
         if device is None:
             raise UnknownDevice(f"device {device_id!r} is not registered")
-        if device.active:
-            self.revoke(device_id)
+        revocation = self.revoke(device_id) if device.active else None
         self.registry.remove(device_id)
         if self.broker is not None:
-            with contextlib.suppress(FleetError):
+            with contextlib.suppress(FleetError), self._exclusive():
                 self.broker.forget(device_id)
+        return revocation
 
     def _active(self, device_id: str) -> Device:
         device = self.registry.get(check_device_id(device_id))

@@ -454,3 +454,56 @@ def test_the_service_reports_503_when_its_consumer_cannot_start(
         assert response.status_code == 503
         assert response.json()["mqtt_connected"] is False
         assert "OSError: no route to the broker" in json.dumps(response.json()["problems"])
+
+
+class FailingWriter(FakeWriter):
+    """InfluxDB down for the first `failures` writes."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.on_failure: list[Any] = []
+
+    async def write(self, lines: list[str]) -> None:
+        from ingest import StorageError
+
+        if self.failures:
+            self.failures -= 1
+            for hook in self.on_failure:
+                hook()
+            raise StorageError("connection refused")
+        await super().write(lines)
+
+
+def test_a_device_revoked_while_its_message_waits_for_the_database_is_refused(registry: Registry) -> None:
+    harness = Harness(registry, write_retry_max_s=0.01)
+    writer = FailingWriter(failures=2)
+    writer.on_failure.append(lambda: registry.revoke(DEVICE))  # revoked during the outage
+    harness.consumer._writer = writer
+    before = dict(harness.stats.counters)
+    harness.send(DATA, good_batch())
+    assert writer.lines == []
+    assert harness.delta(before) == {"received": 1, "write_retries": 1, "rejected": 1, "rejected_revoked": 1}
+
+
+def test_a_registry_that_cannot_be_written_holds_the_message_instead_of_dropping_it(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    harness = Harness(registry, write_retry_max_s=0.01)
+    failures = [sqlite3.OperationalError("database is locked")] * 2
+    real = Registry.add_sensor_names
+
+    def flaky(self: Registry, device_id: str, names: Any) -> None:
+        if failures:
+            raise failures.pop()
+        real(self, device_id, names)
+
+    monkeypatch.setattr(Registry, "add_sensor_names", flaky)
+    before = dict(harness.stats.counters)
+    harness.send(DATA, good_batch(sensors=["fresh"]))
+    assert len(harness.writer.lines) == 1
+    delta = harness.delta(before)
+    assert (delta["received"], delta["registry_retries"], delta["stored_messages"]) == (1, 2, 1)
+    assert "rejected" not in delta

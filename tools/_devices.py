@@ -4,6 +4,7 @@ and renamed into place, so an interrupted command never leaves half a bundle or 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from collections.abc import Iterator
@@ -153,9 +154,11 @@ def add_device(
         try:
             return device, _write_bundle(home, device_id, files)
         except BaseException:
-            fleet.registry.revoke(device_id)  # its key is lost with the bundle: the certificate goes too
-            fleet.registry.remove(device_id)
-            fleet.publish_crl()
+            # Its key is lost with the bundle: the certificate goes too. The first error is the news.
+            with contextlib.suppress(Exception):
+                fleet.registry.revoke(device_id)
+                fleet.registry.remove(device_id)
+                fleet.publish_crl()
             raise
 
 
@@ -197,17 +200,18 @@ def rotate_device(home: Home, device_id: str) -> tuple[Issued, Path]:
     return credentials.issued, _write_bundle(home, device_id, files)
 
 
-def finish_rotation(home: Home, device_id: str, force: bool) -> int:
+def finish_rotation(home: Home, device_id: str, force: bool) -> tuple[int, bool]:
     with open_fleet(home) as fleet:
         return fleet.finish_rotation(_checked(device_id), force=force)
 
 
-def remove_device(home: Home, device_id: str) -> None:
+def remove_device(home: Home, device_id: str) -> Revocation | None:
     """Revoke (if active) and forget the device, and delete its bundle (its keys)."""
     bundle = home.device_dir(device_id)
     with open_fleet(home) as fleet:
-        fleet.remove(device_id)
+        revocation = fleet.remove(device_id)
     shutil.rmtree(bundle, ignore_errors=True)
+    return revocation
 
 
 def list_devices(home: Home) -> list[Device]:

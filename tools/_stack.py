@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from ingest import CertificateAuthority, write_atomic
+from ingest import CertificateAuthority, Registry, write_atomic
 from shared.protocol import (
     ADMIN_IDENTITY,
     DATA_SUBSCRIPTION,
@@ -302,8 +302,12 @@ class Stack:
         ):
             if not cert.exists():
                 ca.issue(identity, cert, key)
-        if not pki.crl.exists():
-            ca.write_crl(pki.crl, [])
+        # From the registry, every time: a lost or stale CRL must never readmit a revoked certificate.
+        registry = Registry(self.home.registry_path)
+        try:
+            ca.write_crl(pki.crl, registry.revoked_certificates())
+        finally:
+            registry.close()
 
     def up(
         self,

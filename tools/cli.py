@@ -188,9 +188,8 @@ def device_revoke(device_id: str) -> None:
     its session and refuses its certificates from then on."""
     result = revoke_device(_home(), device_id)
     click.echo(f"device {result.device.id} revoked")
-    if result.problem or not result.crl_reloaded:
-        why = result.problem or "no running local broker was signalled to re-read the CRL"
-        raise ServiceFailed(f"revoked in the registry and the CRL, but: {why}")
+    if result.problem:
+        raise ServiceFailed(f"revoked in the registry and the CRL, but: {result.problem}")
 
 
 @device.command("rotate", context_settings=_CONTEXT)
@@ -205,8 +204,12 @@ def device_rotate(device_id: str, finish: bool, force: bool) -> None:
     """
     home = _home()
     if finish:
-        count = finish_rotation(home, device_id, force)
+        count, crl_reloaded = finish_rotation(home, device_id, force)
         click.echo(f"device {device_id}: {count} old certificate(s) revoked")
+        if not crl_reloaded:
+            raise ServiceFailed(
+                "revoked in the registry and the CRL, but no running broker was signalled to re-read it"
+            )
         return
     issued, bundle = rotate_device(home, device_id)
     click.echo(
@@ -219,8 +222,10 @@ def device_rotate(device_id: str, finish: bool, force: bool) -> None:
 @click.argument("device_id")
 def device_rm(device_id: str) -> None:
     """Revoke DEVICE_ID if it is active, delete it from the registry and delete its bundle."""
-    remove_device(_home(), device_id)
+    revocation = remove_device(_home(), device_id)
     click.echo(f"device {device_id} removed")
+    if revocation is not None and revocation.problem:
+        raise ServiceFailed(f"revoked in the registry and the CRL, but: {revocation.problem}")
 
 
 # --- config ------------------------------------------------------------------------------------------

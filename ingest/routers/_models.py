@@ -110,4 +110,5 @@ class RevocationOut(BaseModel):
 
 class RotationDone(BaseModel):
     device: DeviceOut
-    revoked: int
+    revoked: int = Field(description="how many older certificates were revoked")
+    crl_reloaded: bool = Field(description="the broker re-read the CRL: the old certificates cannot connect")

@@ -95,11 +95,11 @@ def rotate_device(device_id: str, fleet: FleetDep) -> DeviceWithBundle:
 @router.post("/{device_id}/rotate/finish")
 def finish_rotation(device_id: str, fleet: FleetDep, force: bool = False) -> RotationDone:
     """Revoke the old certificate(s) once the device's status names the new one (or with force)."""
-    revoked = fleet.finish_rotation(device_id, force=force)
+    revoked, crl_reloaded = fleet.finish_rotation(device_id, force=force)
     device = fleet.registry.get(device_id)
     if device is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"device {device_id[:80]!r} is not registered")
-    return RotationDone(device=DeviceOut.of(device), revoked=revoked)
+    return RotationDone(device=DeviceOut.of(device), revoked=revoked, crl_reloaded=crl_reloaded)
 
 
 @router.delete("/{device_id}", status_code=status.HTTP_204_NO_CONTENT)
