@@ -14,7 +14,7 @@ from ingest._errors import (
 )
 from ingest._fleet import BrokerControl, Fleet, Revocation
 from ingest._pki import CertificateAuthority, Credentials, Issued, PkiLayout, write_atomic
-from ingest._registry import Certificate, Device, Registry, check_device_id
+from ingest._registry import Certificate, Device, Registry, check_device_id, check_labels
 from ingest._settings import Settings, load_settings
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "StorageError",
     "UnknownDevice",
     "check_device_id",
+    "check_labels",
     "create_app",
     "load_settings",
     "write_atomic",

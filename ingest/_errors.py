@@ -23,6 +23,10 @@ class InvalidDeviceId(RegistryError):
     """Not a device id (shared.protocol.valid_id): refused before any file or row is touched."""
 
 
+class InvalidLabels(RegistryError):
+    """Labels beyond the registry's bounds (how many, how long)."""
+
+
 class PKIError(IngestError):
     """The fleet CA cannot do what was asked (missing, unreadable)."""
 

@@ -21,11 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ingest._errors import InvalidDeviceId, RegistryError, UnknownDevice
+from ingest._errors import InvalidDeviceId, InvalidLabels, RegistryError, UnknownDevice
 from ingest._pki import Issued
 from shared.protocol import CERT_ID_LENGTH, valid_id
 
 SCHEMA_VERSION = 2
+# Labels are the operator's notes on a device (site, floor): bounded, so a caller cannot grow the registry.
+MAX_LABELS = 32
+MAX_LABEL_KEY = 64
+MAX_LABEL_VALUE = 256
 
 _SCHEMA_V2 = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -99,6 +103,18 @@ def check_device_id(device_id: str) -> str:
             f"{shown} is not a valid device id: use 1-64 of a-z, 0-9, '-', '_', '.', starting with a letter or digit"
         )
     return device_id
+
+
+def check_labels(labels: dict[str, str]) -> dict[str, str]:
+    """The labels themselves if they are within the bounds; RegistryError naming the first that is not."""
+    if len(labels) > MAX_LABELS:
+        raise InvalidLabels(f"at most {MAX_LABELS} labels, got {len(labels)}")
+    for key, value in labels.items():
+        if not 0 < len(key) <= MAX_LABEL_KEY or len(value) > MAX_LABEL_VALUE:
+            raise InvalidLabels(
+                f"label {key[:MAX_LABEL_KEY]!r}: keys take 1-{MAX_LABEL_KEY} characters, values up to {MAX_LABEL_VALUE}"
+            )
+    return labels
 
 
 class Registry:
@@ -222,6 +238,7 @@ class Registry:
 
     def add(self, device_id: str, certificate: Issued, labels: dict[str, str] | None = None) -> Device:
         check_device_id(device_id)
+        check_labels(labels or {})
         now = time.time()
         try:
             with self._transaction() as db:

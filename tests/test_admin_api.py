@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from ingest import Registry, Settings, create_app
 from ingest._consumer import Stats
-from tests.support import IngestInfo, StackInfo, mqtt_client, wait_until
+from tests.support import IngestInfo, StackInfo, fieldlink, mqtt_client, wait_until
 from tools._home import Home
 from tools.cli import _stack_fallbacks
 
@@ -39,6 +39,14 @@ def api(stack: StackInfo) -> Iterator[TestClient]:
 
 def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def _devices(stack: StackInfo) -> list[str]:
+    registry = Registry(Home(stack.home).registry_path)
+    try:
+        return [d.id for d in registry.devices()]
+    finally:
+        registry.close()
 
 
 def _registered(stack: StackInfo, device: str) -> bool:
@@ -110,10 +118,13 @@ def test_add_returns_a_working_bundle_once(api: TestClient, stack: StackInfo, ui
 
 @pytest.mark.parametrize("device_id", ["../pki", "", "A", "x" * 65, "a b"])
 def test_add_refuses_bad_ids(api: TestClient, stack: StackInfo, device_id: str) -> None:
-    before = sorted(p.name for p in (stack.home / "pki").iterdir())
+    from tests.test_lifecycle import _tree_digest
+
+    before = _tree_digest(stack.home / "pki"), _tree_digest(stack.home / "devices"), len(_devices(stack))
     response = api.post("/api/admin/devices", json={"id": device_id}, headers=_bearer(ADMIN))
     assert response.status_code == 422, response.text
-    assert sorted(p.name for p in (stack.home / "pki").iterdir()) == before
+    assert "is not a valid device id" in response.json()["detail"]
+    assert (_tree_digest(stack.home / "pki"), _tree_digest(stack.home / "devices"), len(_devices(stack))) == before
 
 
 def test_revoke_rotate_and_delete_over_http(api: TestClient, stack: StackInfo, uid: str, workdir: Path) -> None:
@@ -201,3 +212,15 @@ def test_settings_refuse_unsafe_admin_configurations(tmp_path: Path, monkeypatch
         Settings(influx_token="t", admin_token=ADMIN, allowed_hosts=["*"], **tls)  # type: ignore[arg-type]
     assert Settings(influx_token="t", admin_api=False, **tls).admin_api is False  # type: ignore[arg-type]
     assert Settings(influx_token="t", admin_token=ADMIN, **tls).admin_token is not None  # type: ignore[arg-type]
+
+
+def test_labels_are_bounded_alike_over_http_and_in_the_cli(api: TestClient, stack: StackInfo, uid: str) -> None:
+    device = f"labels-{uid}"
+    too_many = {f"k{i}": "v" for i in range(33)}
+    for labels in (too_many, {"": "v"}, {"k" * 65: "v"}, {"k": "v" * 257}):
+        response = api.post("/api/admin/devices", json={"id": device, "labels": labels}, headers=_bearer(ADMIN))
+        assert response.status_code == 422, response.text
+    result = fieldlink(stack.home, "device", "add", device, "--label", "k=" + "v" * 257)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: label 'k': keys take 1-64 characters, values up to 256"
+    assert not _registered(stack, device)

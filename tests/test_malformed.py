@@ -321,15 +321,12 @@ def test_ten_thousand_malformed_payloads_through_the_real_broker(
 
     before = ingest.counters()
     client = _connect(stack, device)
-    started = time.monotonic()
     try:
         infos = [client.publish(f"fl/v1/{device}/data", p, qos=1) for p in data]
         infos += [client.publish(f"fl/v1/{device}/status", p, qos=1) for p in status]
         for info in infos:
             info.wait_for_publish(60)
             assert info.is_published()
-        sent_in = time.monotonic() - started
-        assert sent_in < 40, f"publishing took {sent_in:.1f} s"
         t0 = int(time.time() * 1000)
         publish(client, f"fl/v1/{device}/data", batch(1, t0, ["temp"], [[0, 0, 21.5], [1000, 0, 21.75]]))
     finally:

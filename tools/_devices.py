@@ -167,7 +167,12 @@ def configure_device(home: Home, device_id: str, sensing: Sensing) -> Path:
     path = home.device_dir(device_id) / "config.json"
     if not path.is_file():
         raise UsageError(f"no bundle for device {device_id!r}; add it first with `fieldlink device add`")
-    config = json.loads(path.read_text())
+    try:
+        config = json.loads(path.read_text())
+    except ValueError as exc:
+        raise UsageError(f"{path} is damaged ({exc}); add the device again or restore the file") from exc
+    if not isinstance(config, dict):
+        raise UsageError(f"{path} is damaged (not a JSON object); add the device again or restore the file")
     for key in ("sample_interval_ms", "batch", "outbox", "buses", "sensors"):
         config.pop(key, None)
     config.update(compile_sensing(sensing))

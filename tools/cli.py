@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ import click
 from pydantic import ValidationError
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from ingest import IngestError, RegistryError, check_labels
 from shared.protocol import MAX_READINGS
 from tools._config import compile_sensing, load_sensing
 from tools._devices import (
@@ -95,10 +97,13 @@ def _labels(pairs: tuple[str, ...]) -> dict[str, str]:
     labels = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key or len(key) > 64 or len(value) > 256:
-            raise UsageError(f"--label takes KEY=VALUE (a key of 1-64 characters), got {pair[:80]!r}")
+        if not sep:
+            raise UsageError(f"--label takes KEY=VALUE, got {pair[:80]!r}")
         labels[key] = value
-    return labels
+    try:
+        return check_labels(labels)
+    except RegistryError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 @device.command("add", context_settings=_CONTEXT)
@@ -456,3 +461,9 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except IngestError as exc:  # a refusal of the registry, the fleet or the PKI not mapped above
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(UsageError.exit_code)
+    except (OSError, sqlite3.Error) as exc:  # a full disk, a locked registry, a folder not ours
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(FieldlinkError.exit_code)

@@ -83,8 +83,8 @@ class BundleOut(BaseModel):
 
 
 class NewDeviceIn(BaseModel):
-    id: str = Field(max_length=64, description="1-64 of a-z, 0-9, '-', '_', '.', starting with a letter or digit")
-    labels: dict[str, str] = Field(default_factory=dict, max_length=32)
+    id: str = Field(description="the device id: also its certificate's CN and a level of its topics")
+    labels: dict[str, str] = Field(default_factory=dict, description="the operator's notes (site, floor), bounded")
 
 
 class DeviceWithBundle(BaseModel):

@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Response, status
 
-from ingest._errors import FleetError, InvalidDeviceId, PKIError, RegistryError, UnknownDevice
+from ingest._errors import FleetError, InvalidDeviceId, InvalidLabels, PKIError, RegistryError, UnknownDevice
 from ingest._fleet import BrokerControl, Fleet
 from ingest._pki import PkiLayout
 from ingest._registry import Registry
@@ -43,7 +43,7 @@ def _open_fleet(settings: Settings) -> Iterator[Fleet]:
         yield Fleet(registry, pki, broker)
     except UnknownDevice as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
-    except InvalidDeviceId as exc:
+    except (InvalidDeviceId, InvalidLabels) as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
     except (RegistryError, FleetError) as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
