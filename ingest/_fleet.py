@@ -34,8 +34,11 @@ from ingest._pki import CertificateAuthority, Credentials, PkiLayout
 from ingest._registry import Device, Registry, check_device_id
 from shared.protocol import ADMIN_IDENTITY
 
-_CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
-_BROKER_PROGRAM = "mosquitto"
+# Mosquitto's dynamic-security plugin listens under this root (`/v1` commands, `/v1/response`).
+DYNSEC_TOPIC_ROOT = "$CONTROL/dynamic-security"
+_CONTROL_TOPIC = DYNSEC_TOPIC_ROOT + "/v1"
+# The broker's program name (/proc/PID/comm), checked before it is signalled.
+BROKER_PROGRAM = "mosquitto"
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ class BrokerControl:
             program = Path(f"/proc/{pid}/comm").read_text().strip()
         except (OSError, ValueError):
             return False
-        if program != _BROKER_PROGRAM:  # a stale PID file: never signal a stranger
+        if program != BROKER_PROGRAM:  # a stale PID file: never signal a stranger
             return False
         try:
             os.kill(pid, signal.SIGHUP)

@@ -161,8 +161,8 @@ class CertificateAuthority:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.cert_path = PkiLayout(folder).ca_cert
-        self.key_path = PkiLayout(folder).ca_key
+        layout = PkiLayout(folder)
+        self.cert_path, self.key_path = layout.ca_cert, layout.ca_key
 
     def exists(self) -> bool:
         return self.cert_path.is_file() and self.key_path.is_file()

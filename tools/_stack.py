@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from ingest import CertificateAuthority, Registry, write_atomic
+from ingest import BROKER_PROGRAM, DYNSEC_TOPIC_ROOT, CertificateAuthority, Registry, write_atomic
 from shared.protocol import (
     ADMIN_IDENTITY,
     DATA_SUBSCRIPTION,
@@ -33,7 +33,7 @@ log = logging.getLogger("fieldlink.stack")
 _START_TIMEOUT_S = 30.0
 _PORT_OPTIONS = {"mosquitto": "mqtt-port", "influxdb": "influx-port", "influxdb rpc": "influx-rpc-port"}
 # What /proc/PID/comm says for each service's program.
-_PROGRAMS = {"mosquitto": "mosquitto", "influxdb": "influxd"}
+_PROGRAMS = {"mosquitto": BROKER_PROGRAM, "influxdb": "influxd"}
 
 # Devices publish only under their own topics and read only their own config and commands; the ingest
 # service reads every device's data and status; the admin identity alone drives the dynamic-security
@@ -44,7 +44,7 @@ topic read {DATA_SUBSCRIPTION}
 topic read {STATUS_SUBSCRIPTION}
 
 user {ADMIN_IDENTITY}
-topic readwrite $CONTROL/dynamic-security/#
+topic readwrite {DYNSEC_TOPIC_ROOT}/#
 
 pattern write {TOPIC_ROOT}/%u/data
 pattern write {TOPIC_ROOT}/%u/status
@@ -75,7 +75,7 @@ _DYNSEC = {
         {
             "rolename": "admin",
             "acls": [
-                {"acltype": acltype, "topic": "$CONTROL/dynamic-security/#", "allow": True}
+                {"acltype": acltype, "topic": DYNSEC_TOPIC_ROOT + "/#", "allow": True}
                 for acltype in ("publishClientSend", "publishClientReceive", "subscribePattern")
             ],
         }
