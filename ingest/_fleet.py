@@ -32,7 +32,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from ingest._errors import FleetError, UnknownDevice
 from ingest._pki import CertificateAuthority, Credentials, PkiLayout
 from ingest._registry import Device, Registry, check_device_id
-from shared.protocol import ADMIN_IDENTITY
+from shared.identities import ADMIN_IDENTITY
 
 # Mosquitto's dynamic-security plugin listens under this root (`/v1` commands, `/v1/response`).
 DYNSEC_TOPIC_ROOT = "$CONTROL/dynamic-security"

@@ -14,7 +14,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from shared.protocol import INGEST_IDENTITY
+from shared.identities import INGEST_IDENTITY
 
 # Values a caller (the `fieldlink` CLI, from the local stack) offers when neither the environment nor
 # `.env` says otherwise.

@@ -52,11 +52,6 @@ def status_topic(device_id):
     return TOPIC_ROOT + "/" + device_id + "/status"
 
 
-# The service's identities on the broker (certificate CN = MQTT username = client id). Valid device ids
-# never contain ':', so no device certificate can hold them.
-INGEST_IDENTITY = "fieldlink:ingest"
-ADMIN_IDENTITY = "fieldlink:admin"
-
 DATA_SUBSCRIPTION = TOPIC_ROOT + "/+/data"
 STATUS_SUBSCRIPTION = TOPIC_ROOT + "/+/status"
 

@@ -263,7 +263,8 @@ def extra_ingest_identity(stack: StackInfo, name: str) -> dict[str, str]:
     client id to its certificate, so a second service on the first one's certificate would take over
     that one's session. Valid until the next `stack up` rewrites the ACL."""
     from ingest import CertificateAuthority
-    from shared.protocol import DATA_SUBSCRIPTION, INGEST_IDENTITY, STATUS_SUBSCRIPTION
+    from shared.identities import INGEST_IDENTITY
+    from shared.protocol import DATA_SUBSCRIPTION, STATUS_SUBSCRIPTION
     from tools._home import Home
 
     home = Home(stack.home)

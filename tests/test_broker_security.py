@@ -20,7 +20,8 @@ import paho.mqtt.client as paho
 import pytest
 
 from ingest import CertificateAuthority
-from shared.protocol import ADMIN_IDENTITY, INGEST_IDENTITY, MAX_PAYLOAD_BYTES, data_topic
+from shared.identities import ADMIN_IDENTITY, INGEST_IDENTITY
+from shared.protocol import MAX_PAYLOAD_BYTES, data_topic
 from tests.support import IngestInfo, StackInfo, batch, fieldlink, mqtt_client, publish, wait_until
 from tools._home import Home
 from tools._process import process_name, process_start_time

@@ -16,10 +16,9 @@ from pathlib import Path
 import httpx
 
 from ingest import BROKER_PROGRAM, DYNSEC_TOPIC_ROOT, CertificateAuthority, Registry, write_atomic
+from shared.identities import ADMIN_IDENTITY, INGEST_IDENTITY
 from shared.protocol import (
-    ADMIN_IDENTITY,
     DATA_SUBSCRIPTION,
-    INGEST_IDENTITY,
     MAX_PAYLOAD_BYTES,
     STATUS_SUBSCRIPTION,
     TOPIC_ROOT,
