@@ -43,8 +43,8 @@ bench-firmware: setup
 	$(BIN)/python -m tools.bench.firmware $(BENCH_ARGS)
 
 lint:
-	$(BIN)/ruff check ingest tools tests
-	$(BIN)/ruff format --check ingest tools tests
+	$(BIN)/ruff check ingest tools tests firmware shared
+	$(BIN)/ruff format --check ingest tools tests firmware shared
 
 typecheck:
 	$(BIN)/mypy

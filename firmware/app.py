@@ -29,8 +29,12 @@ class Node:
         self.board = board
         broker = config["broker"]
         self.client = MQTTClient(
-            config["device_id"], broker["host"], broker["port"], ssl_context=tls,
-            server_hostname=broker.get("server_hostname", broker["host"]), keepalive_s=broker.get("keepalive_s", 30),
+            config["device_id"],
+            broker["host"],
+            broker["port"],
+            ssl_context=tls,
+            server_hostname=broker.get("server_hostname", broker["host"]),
+            keepalive_s=broker.get("keepalive_s", 30),
             timeout_ms=broker.get("timeout_ms", 10000),
             will=(protocol.status_topic(config["device_id"]), protocol.encode_status(False), True, 1),
         )
@@ -62,9 +66,14 @@ class Node:
         driver_errors = 0
         for group in self.groups:
             driver_errors += group.driver.errors
-        return {"dropped": self.outbox.dropped, "read_errors": self.read_errors,
-                "driver_errors": driver_errors, "reconnects": self.reconnects,
-                "queued": len(self.outbox), "queued_bytes": self.outbox.bytes}
+        return {
+            "dropped": self.outbox.dropped,
+            "read_errors": self.read_errors,
+            "driver_errors": driver_errors,
+            "reconnects": self.reconnects,
+            "queued": len(self.outbox),
+            "queued_bytes": self.outbox.bytes,
+        }
 
     def status(self, online):
         return protocol.encode_status(online, self.counters(), self.config_error, self.cert_id)
@@ -191,9 +200,18 @@ class Node:
 
     def _print_heap(self):
         gc.collect()
-        print("heap:", json.dumps({"alloc": gc.mem_alloc(), "free": gc.mem_free(),
-                                   "device_s": (self.board.now_ms() - self._started_ms) // 1000,
-                                   "queued": len(self.outbox), "dropped": self.outbox.dropped}))
+        print(
+            "heap:",
+            json.dumps(
+                {
+                    "alloc": gc.mem_alloc(),
+                    "free": gc.mem_free(),
+                    "device_s": (self.board.now_ms() - self._started_ms) // 1000,
+                    "queued": len(self.outbox),
+                    "dropped": self.outbox.dropped,
+                }
+            ),
+        )
 
     def run(self, stats_every_s=None):
         board = self.board
@@ -231,8 +249,9 @@ class Node:
                     self._enqueue(self.batcher.flush())
                     drain_deadline = time.ticks_add(time.ticks_ms(), self.drain_timeout_ms)
             self._network()
-            if not sampling and (not len(self.outbox) and self._sending is None
-                                 or time.ticks_diff(time.ticks_ms(), drain_deadline) > 0):
+            if not sampling and (
+                not len(self.outbox) and self._sending is None or time.ticks_diff(time.ticks_ms(), drain_deadline) > 0
+            ):
                 break
             if sampling:
                 wait = time.ticks_diff(next_housekeeping, now)

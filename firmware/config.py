@@ -54,8 +54,10 @@ def load_config(text):
     return config
 
 
-_USAGE = ("usage: main.py BUNDLE_DIR [--replay FILE.csv] [--trace FILE] [--duration SECONDS] "
-          "[--time-scale N] [--stats-every SECONDS]")
+_USAGE = (
+    "usage: main.py BUNDLE_DIR [--replay FILE.csv] [--trace FILE] [--duration SECONDS] "
+    "[--time-scale N] [--stats-every SECONDS]"
+)
 _NUMBERS = {"--duration": float, "--time-scale": int, "--stats-every": float}
 CONFIG = "config.json"
 LAST_GOOD = "config.last-good.json"
@@ -95,8 +97,12 @@ def _make_board(options):
         return Esp32Board()
     from firmware.hal.sim import SimBoard
 
-    return SimBoard(replay_path=options.get("replay"), trace_path=options.get("trace"),
-                    duration_s=options.get("duration"), time_scale=options.get("time-scale", 1))
+    return SimBoard(
+        replay_path=options.get("replay"),
+        trace_path=options.get("trace"),
+        duration_s=options.get("duration"),
+        time_scale=options.get("time-scale", 1),
+    )
 
 
 def _read_file(path):
@@ -112,6 +118,7 @@ def _write_file(path, data):
 def _tls_context(base, tls):
     """(TLS context, certificate id): the id is what the status reports as the certificate in use,
     so that the service can tell a rotation has reached the device."""
+
     def path(name):
         return name if name.startswith("/") else base + "/" + name
 
@@ -123,7 +130,7 @@ def _tls_context(base, tls):
         context.load_cert_chain(cert, _read_file(path(tls["key"])))
     except (OSError, ValueError) as exc:
         raise ConfigError("cannot load TLS files: " + repr(exc))
-    cert_id = binascii.hexlify(hashlib.sha256(cert).digest()).decode()[:protocol.CERT_ID_LENGTH]
+    cert_id = binascii.hexlify(hashlib.sha256(cert).digest()).decode()[: protocol.CERT_ID_LENGTH]
     return context, cert_id
 
 

@@ -23,8 +23,13 @@ DOWN = const(0)
 CONNECTING = const(1)  # TCP and TLS handshakes, CONNECT sent, waiting for CONNACK
 UP = const(2)
 
-_REFUSED = ("unacceptable protocol version", "identifier rejected", "server unavailable",
-            "bad user name or password", "not authorized")
+_REFUSED = (
+    "unacceptable protocol version",
+    "identifier rejected",
+    "server unavailable",
+    "bad user name or password",
+    "not authorized",
+)
 
 
 class MQTTError(Exception):
@@ -50,8 +55,9 @@ def _string(out, data):
 
 
 class MQTTClient:
-    def __init__(self, client_id, host, port, ssl_context=None, server_hostname=None,
-                 keepalive_s=30, timeout_ms=10000, will=None):
+    def __init__(
+        self, client_id, host, port, ssl_context=None, server_hostname=None, keepalive_s=30, timeout_ms=10000, will=None
+    ):
         # will: (topic, payload, retain, qos), published by the broker if the connection is lost
         self.client_id = client_id
         self.host = host
@@ -91,7 +97,8 @@ class MQTTClient:
                     raise
             if self.ssl_context is not None:
                 self.sock = sock = self.ssl_context.wrap_socket(
-                    sock, server_hostname=self.server_hostname or self.host, do_handshake_on_connect=False)
+                    sock, server_hostname=self.server_hostname or self.host, do_handshake_on_connect=False
+                )
                 sock.setblocking(False)
         except Exception as exc:  # OSError, TLS errors: all mean "no connection"
             self._fail("cannot connect to " + self.host + ":" + str(self.port) + ": " + repr(exc))
@@ -144,8 +151,9 @@ class MQTTClient:
         now = time.ticks_ms()
         if self.state == CONNECTING:
             if time.ticks_diff(now, self._since) > self.timeout_ms:
-                self._fail("no CONNACK from " + self.host + ":" + str(self.port) + " within "
-                           + str(self.timeout_ms) + " ms")
+                self._fail(
+                    "no CONNACK from " + self.host + ":" + str(self.port) + " within " + str(self.timeout_ms) + " ms"
+                )
             return
         if self.inflight and time.ticks_diff(now, self._since) > self.timeout_ms:
             self._fail("no PUBACK for packet " + str(self.inflight))
@@ -181,8 +189,9 @@ class MQTTClient:
                     if kind == _CONNACK and self.state == CONNECTING:
                         code = rx[3]
                         if code:
-                            self._fail("broker refused the connection: "
-                                       + (_REFUSED[code - 1] if code <= 5 else str(code)))
+                            self._fail(
+                                "broker refused the connection: " + (_REFUSED[code - 1] if code <= 5 else str(code))
+                            )
                         self.state = UP
                     elif kind == _PUBACK and (rx[2] << 8 | rx[3]) == self.inflight:
                         self.inflight = 0

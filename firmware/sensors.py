@@ -36,8 +36,14 @@ def build_sensors(config, board):
             group = Group(driver, interval)
             groups.append(group)
         elif group.interval_ms != interval:
-            raise ConfigError(where + ": interval_ms " + str(interval) + " differs from "
-                              + str(group.interval_ms) + " of another channel of the same chip")
+            raise ConfigError(
+                where
+                + ": interval_ms "
+                + str(interval)
+                + " differs from "
+                + str(group.interval_ms)
+                + " of another channel of the same chip"
+            )
         channel = spec.get("channel")
         if channel is None:
             if len(driver.channels) != 1:
@@ -48,8 +54,14 @@ def build_sensors(config, board):
         index = driver.channels.index(channel)
         conversion = driver.conversion_ms
         if conversion >= interval:
-            raise ConfigError(where + ": interval_ms " + str(interval) + " is shorter than the chip's "
-                              + str(conversion) + " ms conversion time")
+            raise ConfigError(
+                where
+                + ": interval_ms "
+                + str(interval)
+                + " is shorter than the chip's "
+                + str(conversion)
+                + " ms conversion time"
+            )
         try:
             chain = from_compiled(spec.get("filters") or [])  # compiled and checked by the host
         except ValueError as exc:

@@ -136,8 +136,9 @@ def _is_int(value):
 def _int(obj, key, low, high):
     value = obj.get(key)
     if not _is_int(value) or not low <= value <= high:
-        raise MalformedPayload("field " + repr(key) + " must be an integer in [" + str(low) + ", "
-                               + str(high) + "], got " + _show(value))
+        raise MalformedPayload(
+            "field " + repr(key) + " must be an integer in [" + str(low) + ", " + str(high) + "], got " + _show(value)
+        )
     return value
 
 
@@ -145,8 +146,9 @@ def _version(obj):
     version = obj.get("v")
     # The integer 1 only: true == 1 and 1.0 == 1 in Python, and neither is the version.
     if not _is_int(version) or version != PROTOCOL_VERSION:
-        raise UnsupportedVersion("protocol version " + _show(version) + " is not supported (expected "
-                                 + str(PROTOCOL_VERSION) + ")")
+        raise UnsupportedVersion(
+            "protocol version " + _show(version) + " is not supported (expected " + str(PROTOCOL_VERSION) + ")"
+        )
 
 
 def decode_batch(payload):
@@ -159,8 +161,7 @@ def decode_batch(payload):
 def decode_batch_t0(payload):
     """decode_batch, with the batch's start: (seq, t0_ms, readings)."""
     if len(payload) > MAX_PAYLOAD_BYTES:
-        raise PayloadTooLarge("payload of " + str(len(payload)) + " bytes exceeds "
-                              + str(MAX_PAYLOAD_BYTES))
+        raise PayloadTooLarge("payload of " + str(len(payload)) + " bytes exceeds " + str(MAX_PAYLOAD_BYTES))
     obj = _loads(payload, "payload")
     try:
         return _batch(obj)
@@ -189,8 +190,9 @@ def _batch(obj):
             raise MalformedPayload("reading " + _show(row) + " must be [offset_ms, sensor_index, value]")
         offset, index, value = row
         if not _is_int(offset) or not 0 <= offset <= MAX_OFFSET_MS:
-            raise MalformedPayload("reading offset " + _show(offset) + " must be an integer in [0, "
-                                   + str(MAX_OFFSET_MS) + "]")
+            raise MalformedPayload(
+                "reading offset " + _show(offset) + " must be an integer in [0, " + str(MAX_OFFSET_MS) + "]"
+            )
         if not _is_int(index) or not 0 <= index < len(sensors):
             raise MalformedPayload("reading sensor index " + _show(index) + " is out of range")
         if value is not None:
@@ -229,12 +231,17 @@ def _status(obj):
         raise MalformedPayload("status field 'counters' must map names to integers")
     for name, count in counters.items():
         if not valid_id(name) or not _is_int(count) or not 0 <= count <= MAX_INT:
-            raise MalformedPayload("status counter " + _show(name) + " must be an integer in [0, "
-                                   + str(MAX_INT) + "], got " + _show(count))
+            raise MalformedPayload(
+                "status counter "
+                + _show(name)
+                + " must be an integer in [0, "
+                + str(MAX_INT)
+                + "], got "
+                + _show(count)
+            )
     error = obj.get("error")
     if error is not None and not _is_text(error):
-        raise MalformedPayload("status field 'error' must be text of at most " + str(MAX_ERROR_LENGTH)
-                               + " characters")
+        raise MalformedPayload("status field 'error' must be text of at most " + str(MAX_ERROR_LENGTH) + " characters")
     cert = obj.get("cert")
     if cert is not None and not _is_cert_id(cert):
         raise MalformedPayload("status field 'cert' must be " + str(CERT_ID_LENGTH) + " lower-case hex digits")

@@ -70,8 +70,9 @@ def _polynomial_fit(points, degree, where):
     """Least-squares coefficients by the normal equations and Gaussian elimination with pivoting."""
     size = degree + 1
     if len(points) < size:
-        raise FilterConfigError(where + ": degree " + str(degree) + " needs at least " + str(size)
-                                + " datapoints, got " + str(len(points)))
+        raise FilterConfigError(
+            where + ": degree " + str(degree) + " needs at least " + str(size) + " datapoints, got " + str(len(points))
+        )
     matrix = [[0.0] * (size + 1) for _ in range(size)]
     for x, y in points:
         powers = [1.0]
@@ -84,8 +85,7 @@ def _polynomial_fit(points, degree, where):
     for col in range(size):
         pivot = max(range(col, size), key=lambda r: abs(matrix[r][col]))
         if abs(matrix[pivot][col]) < 1e-12:
-            raise FilterConfigError(where + ": datapoints do not determine a polynomial of degree "
-                                    + str(degree))
+            raise FilterConfigError(where + ": datapoints do not determine a polynomial of degree " + str(degree))
         matrix[col], matrix[pivot] = matrix[pivot], matrix[col]
         for row in range(size):
             if row != col:
@@ -106,8 +106,9 @@ def _number(value, where, name):
 
 def _integer(value, where, name, low, high):
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise FilterConfigError(where + ": " + name + " must be an integer from " + str(low) + " to "
-                                + str(high) + ", got " + repr(value))
+        raise FilterConfigError(
+            where + ": " + name + " must be an integer from " + str(low) + " to " + str(high) + ", got " + repr(value)
+        )
     return value
 
 
@@ -116,8 +117,7 @@ def _params(spec, where, allowed):
         raise FilterConfigError(where + ": parameters must be an object, got " + repr(spec))
     for key in spec:
         if key not in allowed:
-            raise FilterConfigError(where + ": unknown parameter " + repr(key) + " (known: "
-                                    + ", ".join(allowed) + ")")
+            raise FilterConfigError(where + ": unknown parameter " + repr(key) + " (known: " + ", ".join(allowed) + ")")
     return spec
 
 
@@ -143,14 +143,14 @@ def _schedule(p, where, every):
     every = _integer(p.get("send_every", every), where, "send_every", 1, 100000)
     first = _integer(p.get("send_first_at", 1), where, "send_first_at", 1, 100000)
     if first > every:
-        raise FilterConfigError(where + ": send_first_at (" + str(first) + ") cannot exceed send_every ("
-                                + str(every) + ")")
+        raise FilterConfigError(
+            where + ": send_first_at (" + str(first) + ") cannot exceed send_every (" + str(every) + ")"
+        )
     return every, first
 
 
 def _window(spec, where, size, every, extra=()):
-    p = _params(spec if spec is not None else {}, where,
-                ("window_size", "send_every", "send_first_at") + extra)
+    p = _params(spec if spec is not None else {}, where, ("window_size", "send_every", "send_first_at") + extra)
     size = _integer(p.get("window_size", size), where, "window_size", 1, MAX_WINDOW)
     every, first = _schedule(p, where, every)
     return size, every, first, p
@@ -267,10 +267,28 @@ def _build_one(name, spec, where):
 
 
 FILTER_NAMES = (
-    "offset", "multiply", "calibrate_linear", "calibrate_polynomial", "clamp", "round",
-    "round_to_multiple_of", "filter_out", "skip_initial", "median", "quantile", "min", "max",
-    "sliding_window_moving_average", "exponential_moving_average", "throttle", "throttle_average",
-    "heartbeat", "debounce", "timeout", "delta", "or",
+    "offset",
+    "multiply",
+    "calibrate_linear",
+    "calibrate_polynomial",
+    "clamp",
+    "round",
+    "round_to_multiple_of",
+    "filter_out",
+    "skip_initial",
+    "median",
+    "quantile",
+    "min",
+    "max",
+    "sliding_window_moving_average",
+    "exponential_moving_average",
+    "throttle",
+    "throttle_average",
+    "heartbeat",
+    "debounce",
+    "timeout",
+    "delta",
+    "or",
 )
 
 

@@ -27,6 +27,7 @@ except ImportError:  # CPython: ticks are plain integers
 def isnan(value):
     return value != value
 
+
 class Filter:
     timed = False  # True for filters that emit from poll()
 

@@ -35,8 +35,9 @@ class BME280(Driver):
         b = bytearray(7)
         self.i2c.readfrom_mem_into(self.address, _REG_CALIB_A, a)
         self.i2c.readfrom_mem_into(self.address, _REG_CALIB_B, b)
-        (self.T1, self.T2, self.T3, self.P1, self.P2, self.P3, self.P4, self.P5, self.P6, self.P7, self.P8,
-         self.P9) = struct.unpack("<HhhHhhhhhhhh", a[:24])
+        (self.T1, self.T2, self.T3, self.P1, self.P2, self.P3, self.P4, self.P5, self.P6, self.P7, self.P8, self.P9) = (
+            struct.unpack("<HhhHhhhhhhhh", a[:24])
+        )
         self.H1 = a[25]
         self.H2 = struct.unpack("<h", b[0:2])[0]
         self.H3 = b[2]
@@ -102,9 +103,9 @@ class BME280(Driver):
     def compensate_h(self, adc_h):
         """Relative humidity in %RH as Q22.10 (divide by 1024)."""
         v = self.t_fine - 76800
-        v = (((((adc_h << 14) - (self.H4 << 20) - (self.H5 * v)) + 16384) >> 15)
-             * (((((((v * self.H6) >> 10) * (((v * self.H3) >> 11) + 32768)) >> 10) + 2097152)
-                 * self.H2 + 8192) >> 14))
+        v = ((((adc_h << 14) - (self.H4 << 20) - (self.H5 * v)) + 16384) >> 15) * (
+            ((((((v * self.H6) >> 10) * (((v * self.H3) >> 11) + 32768)) >> 10) + 2097152) * self.H2 + 8192) >> 14
+        )
         v = v - (((((v >> 15) * (v >> 15)) >> 7) * self.H1) >> 4)
         v = 0 if v < 0 else v
         v = 419430400 if v > 419430400 else v

@@ -20,7 +20,7 @@ def parse_rom(text, where):
     if text is None:
         return None
     try:
-        rom = bytes(int(text[i:i + 2], 16) for i in range(0, len(text), 2))
+        rom = bytes(int(text[i : i + 2], 16) for i in range(0, len(text), 2))
     except (TypeError, ValueError):
         rom = b""
     if len(rom) != 8:

@@ -36,8 +36,7 @@ class ReplayDriver(Driver):
                 continue
             cells = text.split(",")
             if len(cells) != len(self.channels):
-                print("replay: line", self.line, "has", len(cells), "cells, expected", len(self.channels),
-                      "; skipped")
+                print("replay: line", self.line, "has", len(cells), "cells, expected", len(self.channels), "; skipped")
                 continue
             for i in range(len(cells)):
                 cell = cells[i].strip()

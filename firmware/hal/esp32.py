@@ -59,8 +59,12 @@ class Esp32Board(Board):
         if not isinstance(spec, dict) or spec.get("type") != kind:
             raise ConfigError(where + ": bus " + repr(name) + " is not a configured " + kind + " bus")
         if kind == "i2c":
-            bus = machine.I2C(spec.get("id", 0), scl=machine.Pin(spec["scl"]), sda=machine.Pin(spec["sda"]),
-                              freq=spec.get("freq", 100000))
+            bus = machine.I2C(
+                spec.get("id", 0),
+                scl=machine.Pin(spec["scl"]),
+                sda=machine.Pin(spec["sda"]),
+                freq=spec.get("freq", 100000),
+            )
         else:
             bus = onewire.OneWire(machine.Pin(spec["pin"]))
         self._buses[name] = bus
@@ -97,8 +101,13 @@ class Esp32Board(Board):
 
             attenuation = spec.get("attenuation", "11db")
             if attenuation not in _ATTENUATIONS:
-                raise ConfigError(where + ": adc attenuation " + repr(attenuation) + " is not one of "
-                                  + ", ".join(sorted(_ATTENUATIONS)))
+                raise ConfigError(
+                    where
+                    + ": adc attenuation "
+                    + repr(attenuation)
+                    + " is not one of "
+                    + ", ".join(sorted(_ATTENUATIONS))
+                )
             adc = machine.ADC(machine.Pin(spec["pin"]))
             adc.atten(getattr(machine.ADC, _ATTENUATIONS[attenuation]))
             driver = Analog(adc, spec.get("scale", 1.0), spec.get("offset", 0.0))
@@ -117,4 +126,3 @@ class Esp32Board(Board):
 
     def feed_watchdog(self):
         self._wdt.feed()
-

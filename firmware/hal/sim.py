@@ -69,4 +69,3 @@ class SimBoard(Board):
         if self._trace:
             self._trace.write(payload + b"\n")
             self._trace.flush()
-

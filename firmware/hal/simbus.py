@@ -41,11 +41,25 @@ class SimI2C:
 # The worked example of Bosch's BMP280/BME280 datasheets (section 8.1 of BMP280's): these trims with
 # adc_T = 519888, adc_P = 415148 give 25.08 degC (t_fine 128422) and 100653.27 Pa.
 DATASHEET_TRIM = {
-    "T1": 27504, "T2": 26435, "T3": -1000,
-    "P1": 36477, "P2": -10685, "P3": 3024, "P4": 2855, "P5": 140, "P6": -7, "P7": 15500,
-    "P8": -14600, "P9": 6000,
+    "T1": 27504,
+    "T2": 26435,
+    "T3": -1000,
+    "P1": 36477,
+    "P2": -10685,
+    "P3": 3024,
+    "P4": 2855,
+    "P5": 140,
+    "P6": -7,
+    "P7": 15500,
+    "P8": -14600,
+    "P9": 6000,
     # Humidity trims as read from a production BME280.
-    "H1": 75, "H2": 362, "H3": 0, "H4": 313, "H5": 50, "H6": 30,
+    "H1": 75,
+    "H2": 362,
+    "H3": 0,
+    "H4": 313,
+    "H5": 50,
+    "H6": 30,
 }
 
 
@@ -56,13 +70,28 @@ class FakeBME280:
         self.registers = bytearray(256)
         self.registers[0xD0] = chip_id
         t = trim or DATASHEET_TRIM
-        self.registers[0x88:0x88 + 24] = struct.pack(
-            "<HhhHhhhhhhhh", t["T1"], t["T2"], t["T3"], t["P1"], t["P2"], t["P3"], t["P4"], t["P5"],
-            t["P6"], t["P7"], t["P8"], t["P9"])
+        self.registers[0x88 : 0x88 + 24] = struct.pack(
+            "<HhhHhhhhhhhh",
+            t["T1"],
+            t["T2"],
+            t["T3"],
+            t["P1"],
+            t["P2"],
+            t["P3"],
+            t["P4"],
+            t["P5"],
+            t["P6"],
+            t["P7"],
+            t["P8"],
+            t["P9"],
+        )
         self.registers[0xA1] = t["H1"]
         h4, h5 = t["H4"], t["H5"]
-        self.registers[0xE1:0xE8] = struct.pack("<hB", t["H2"], t["H3"]) + bytes(
-            ((h4 >> 4) & 0xFF, (h4 & 0x0F) | ((h5 & 0x0F) << 4), (h5 >> 4) & 0xFF)) + struct.pack("b", t["H6"])
+        self.registers[0xE1:0xE8] = (
+            struct.pack("<hB", t["H2"], t["H3"])
+            + bytes(((h4 >> 4) & 0xFF, (h4 & 0x0F) | ((h5 & 0x0F) << 4), (h5 >> 4) & 0xFF))
+            + struct.pack("b", t["H6"])
+        )
         self.registers[0xF7:0xFF] = b"\x80\x00\x00\x80\x00\x00\x80\x00"  # reset values
         self.adc_t, self.adc_p, self.adc_h = adc_t, adc_p, adc_h
         self.measurements = 0
@@ -77,8 +106,9 @@ class FakeBME280:
         if register == 0xF4 and buf[0] & 0x03 in (1, 2):  # forced mode: one measurement
             self.measurements += 1
             p, t, h = self.adc_p, self.adc_t, self.adc_h
-            self.registers[0xF7:0xFF] = bytes((p >> 12, (p >> 4) & 0xFF, (p & 0xF) << 4,
-                                               t >> 12, (t >> 4) & 0xFF, (t & 0xF) << 4, h >> 8, h & 0xFF))
+            self.registers[0xF7:0xFF] = bytes(
+                (p >> 12, (p >> 4) & 0xFF, (p & 0xF) << 4, t >> 12, (t >> 4) & 0xFF, (t & 0xF) << 4, h >> 8, h & 0xFF)
+            )
 
 
 class FakeSHT3x:

@@ -47,8 +47,12 @@ def driver_for(board, spec, config, where):
         return board.replay
     board.seeds += 1
     if kind == "sim":
-        return signal(spec.get("signal") or spec.get("name"), spec.get("seed", board.seeds), board.now_ms,
-                      spec.get("period_s", 600))
+        return signal(
+            spec.get("signal") or spec.get("name"),
+            spec.get("seed", board.seeds),
+            board.now_ms,
+            spec.get("period_s", 600),
+        )
     if board.chips is None:
         from firmware.hal.simchips import SimChips
 

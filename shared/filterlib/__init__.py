@@ -3,9 +3,11 @@
 from shared.filters import Chain, Or
 
 # Every filter's compiled name; its code is shared/filterlib/<name>.py, whose `make` builds it.
-_NAMES = (" offset multiply linear polynomial clamp round round_to_multiple_of filter_out skip_initial delta"
-          " median quantile min max sliding_window_moving_average exponential_moving_average throttle"
-          " throttle_average heartbeat debounce timeout ")
+_NAMES = (
+    " offset multiply linear polynomial clamp round round_to_multiple_of filter_out skip_initial delta"
+    " median quantile min max sliding_window_moving_average exponential_moving_average throttle"
+    " throttle_average heartbeat debounce timeout "
+)
 
 
 def from_compiled(compiled):

@@ -1,6 +1,6 @@
 # median over a sliding window (see shared/filters.py).
-from shared.filters import NAN
 from shared.filterlib._window import _Window
+from shared.filters import NAN
 
 
 class Median(_Window):

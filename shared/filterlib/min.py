@@ -1,6 +1,6 @@
 # min over a sliding window (max is the same with largest = True) (see shared/filters.py).
-from shared.filters import NAN
 from shared.filterlib._window import _Window
+from shared.filters import NAN
 
 
 class Min(_Window):

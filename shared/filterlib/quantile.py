@@ -1,8 +1,8 @@
 # quantile over a sliding window (see shared/filters.py).
 import math
 
-from shared.filters import NAN
 from shared.filterlib._window import _Window
+from shared.filters import NAN
 
 
 class Quantile(_Window):

@@ -13,7 +13,7 @@ def _round_half_away(x):
 
 class Round(Filter):
     def __init__(self, decimals):
-        self.scale = 10.0 ** decimals
+        self.scale = 10.0**decimals
 
     def process(self, value, now):
         if not _NEG_INF < value < INF:  # NaN and the infinities pass unchanged

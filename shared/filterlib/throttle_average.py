@@ -1,6 +1,6 @@
 # throttle_average: the mean of each period, emitted on the clock (see shared/filters.py).
-from shared.filters import NAN, isnan
 from shared.filterlib._periodic import _Periodic
+from shared.filters import NAN, isnan
 
 
 class ThrottleAverage(_Periodic):

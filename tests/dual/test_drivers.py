@@ -1,7 +1,7 @@
 # Drivers against emulated chips, on both interpreters: datasheet examples, CRCs, missing chips.
-from firmware.drivers.crc import crc8
 from firmware.drivers.analog import Analog, two_point
 from firmware.drivers.bme280 import BME280
+from firmware.drivers.crc import crc8
 from firmware.drivers.ds18b20 import DS18B20, conversion_ms, onewire_crc
 from firmware.drivers.sht3x import SHT3x, sht_crc
 from firmware.hal.simbus import (
@@ -58,7 +58,8 @@ def test_bme280_humidity_matches_the_datasheet_float_formula():
     # Datasheet section 8.1, the double-precision humidity compensation, as a cross-check.
     var_h = driver.t_fine - 76800.0
     var_h = (30000 - (t["H4"] * 64.0 + t["H5"] / 16384.0 * var_h)) * (
-        t["H2"] / 65536.0 * (1.0 + t["H6"] / 67108864.0 * var_h * (1.0 + t["H3"] / 67108864.0 * var_h)))
+        t["H2"] / 65536.0 * (1.0 + t["H6"] / 67108864.0 * var_h * (1.0 + t["H3"] / 67108864.0 * var_h))
+    )
     var_h = var_h * (1.0 - t["H1"] * var_h / 524288.0)
     assert abs(driver.values[1] - var_h) < 0.01
     assert 0 <= driver.values[1] <= 100

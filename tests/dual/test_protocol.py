@@ -37,9 +37,7 @@ def test_integer_values_decode_as_floats():
 
 
 def test_wrong_version_is_refused_by_name():
-    exc = raises(
-        decode.UnsupportedVersion, decode.decode_batch, b'{"v":2,"seq":0,"t0":0,"s":["t"],"r":[]}'
-    )
+    exc = raises(decode.UnsupportedVersion, decode.decode_batch, b'{"v":2,"seq":0,"t0":0,"s":["t"],"r":[]}')
     assert exc.reason == "bad_version"
     assert "2" in str(exc)
 
@@ -109,18 +107,35 @@ def test_status_message():
 
 def test_status_message_carries_a_config_error():
     assert json.loads(protocol.encode_status(True, None, "bad filter")) == {
-        "v": 1, "online": True, "error": "bad filter"}
+        "v": 1,
+        "online": True,
+        "error": "bad filter",
+    }
 
 
 def test_status_decodes_and_is_checked():
     assert decode.decode_status(protocol.encode_status(True, {"dropped": 3}, "bad filter")) == (
-        True, {"dropped": 3}, "bad filter", None)
+        True,
+        {"dropped": 3},
+        "bad filter",
+        None,
+    )
     assert decode.decode_status(protocol.encode_status(False)) == (False, {}, None, None)
     assert decode.decode_status(protocol.encode_status(True, None, None, "0123456789abcdef")) == (
-        True, {}, None, "0123456789abcdef")
-    for bad in (b"nope", b'{"v":1}', b'{"v":1,"online":1}', b'{"v":1,"online":true,"counters":{"x":"y"}}',
-                b'{"v":1,"online":true,"error":5}', b'{"v":1,"online":true,"cert":"0123"}',
-                b'{"v":1,"online":true,"cert":"0123456789ABCDEF"}'):
+        True,
+        {},
+        None,
+        "0123456789abcdef",
+    )
+    for bad in (
+        b"nope",
+        b'{"v":1}',
+        b'{"v":1,"online":1}',
+        b'{"v":1,"online":true,"counters":{"x":"y"}}',
+        b'{"v":1,"online":true,"error":5}',
+        b'{"v":1,"online":true,"cert":"0123"}',
+        b'{"v":1,"online":true,"cert":"0123456789ABCDEF"}',
+    ):
         raises(decode.MalformedPayload, decode.decode_status, bad)
     raises(decode.UnsupportedVersion, decode.decode_status, b'{"v":9,"online":true}')
     raises(decode.PayloadTooLarge, decode.decode_status, b" " * 3000)
@@ -180,15 +195,20 @@ def test_deep_nesting_within_the_size_limits_is_malformed():
     # As deep as the byte limits allow: past CPython's recursion limit, and deep enough that showing
     # such a value would recurse on MicroPython.
     depth = (protocol.MAX_PAYLOAD_BYTES - 100) // 2
-    for payload in (b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[' + _nested(depth) + b"]}",
-                    b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[[0,0,' + _nested(depth) + b"]]}",
-                    b'{"v":1,"seq":0,"t0":0,"s":[' + _nested(depth) + b'],"r":[]}',
-                    _nested(depth)):
+    for payload in (
+        b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[' + _nested(depth) + b"]}",
+        b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[[0,0,' + _nested(depth) + b"]]}",
+        b'{"v":1,"seq":0,"t0":0,"s":[' + _nested(depth) + b'],"r":[]}',
+        _nested(depth),
+    ):
         assert len(payload) <= protocol.MAX_PAYLOAD_BYTES
         assert raises(decode.MalformedPayload, decode.decode_batch, payload).reason == "malformed"
     depth = (decode.MAX_STATUS_BYTES - 40) // 2
-    for payload in (_STATUS + b',"error":' + _nested(depth) + b"}", _nested(depth),
-                    _STATUS + b',"counters":{"a":' + _nested(depth) + b"}}"):
+    for payload in (
+        _STATUS + b',"error":' + _nested(depth) + b"}",
+        _nested(depth),
+        _STATUS + b',"counters":{"a":' + _nested(depth) + b"}}",
+    ):
         assert len(payload) <= decode.MAX_STATUS_BYTES
         assert raises(decode.MalformedPayload, decode.decode_status, payload).reason == "malformed"
 
@@ -208,9 +228,9 @@ def test_huge_integers_are_malformed():
         b'{"v":1,"seq":0,"t0":' + huge + b',"s":["t"],"r":[]}',
         b'{"v":1,"seq":9007199254740993,"t0":0,"s":["t"],"r":[]}',
         b'{"v":1,"seq":-' + huge + b',"t0":0,"s":["t"],"r":[]}',
-        b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[[' + huge + b',0,1.0]]}',
+        b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[[' + huge + b",0,1.0]]}",
         b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[[2147483649,0,1.0]]}',
-        b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[[0,' + huge + b',1.0]]}',
+        b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[[0,' + huge + b",1.0]]}",
         b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[[0,0,' + huge + b"]]}",
         b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[[0,0,-' + huge + b"]]}",
         b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[[0,0,' + longest + b"]]}",
@@ -219,13 +239,21 @@ def test_huge_integers_are_malformed():
     ]
     for case in cases:
         assert raises(decode.MalformedPayload, decode.decode_batch, case).reason == "malformed"
-    for counters in (b'{"x":' + huge + b"}", b'{"x":-1}', b'{"x":9007199254740993}', b'{"x":1.0}',
-                     b'{"x":true}', b'{"x":' + b"9" * 1900 + b"}"):
+    for counters in (
+        b'{"x":' + huge + b"}",
+        b'{"x":-1}',
+        b'{"x":9007199254740993}',
+        b'{"x":1.0}',
+        b'{"x":true}',
+        b'{"x":' + b"9" * 1900 + b"}",
+    ):
         payload = _STATUS + b',"counters":' + counters + b"}"
         assert raises(decode.MalformedPayload, decode.decode_status, payload).reason == "malformed"
     # The largest of each still passes.
     assert decode.decode_batch(b'{"v":1,"seq":9007199254740992,"t0":0,"s":["t"],"r":[[2147483648,0,1e308]]}') == (
-        9007199254740992, [(2147483648, "t", 1e308)])
+        9007199254740992,
+        [(2147483648, "t", 1e308)],
+    )
 
 
 def test_the_version_is_the_integer_one():
@@ -239,12 +267,13 @@ def test_the_version_is_the_integer_one():
 def test_duplicate_keys_are_refused():
     if not decode.STRICT_JSON:
         return  # MicroPython's json keeps the last; only the service (CPython) must refuse them
-    for batch in (b'{"v":1,"seq":0,"seq":1,"t0":0,"s":["t"],"r":[]}',
-                  b'{"v":1,"v":1,"seq":0,"t0":0,"s":["t"],"r":[]}',
-                  b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[],"x":{"a":1,"a":1}}'):
+    for batch in (
+        b'{"v":1,"seq":0,"seq":1,"t0":0,"s":["t"],"r":[]}',
+        b'{"v":1,"v":1,"seq":0,"t0":0,"s":["t"],"r":[]}',
+        b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[],"x":{"a":1,"a":1}}',
+    ):
         assert raises(decode.MalformedPayload, decode.decode_batch, batch).reason == "malformed"
-    for status in (b'{"v":1,"online":true,"online":false}',
-                   b'{"v":1,"online":true,"counters":{"a":1,"a":2}}'):
+    for status in (b'{"v":1,"online":true,"online":false}', b'{"v":1,"online":true,"counters":{"a":1,"a":2}}'):
         assert raises(decode.MalformedPayload, decode.decode_status, status).reason == "malformed"
 
 
@@ -252,18 +281,26 @@ def test_status_error_text_is_bounded_unicode():
     longest = "e" * decode.MAX_ERROR_LENGTH
     assert decode.decode_status(protocol.encode_status(True, None, longest))[2] == longest
     assert decode.decode_status(protocol.encode_status(True, None, "x\n2026 CRITICAL forged"))[2] == (
-        "x\n2026 CRITICAL forged")  # kept, and escaped where it is logged
+        "x\n2026 CRITICAL forged"
+    )  # kept, and escaped where it is logged
     too_long = _STATUS + b',"error":"' + b"e" * (decode.MAX_ERROR_LENGTH + 1) + b'"}'
-    for bad in (too_long, _STATUS + b',"error":"\\ud800"}',
-                _STATUS + b',"error":["x"]}', _STATUS + b',"error":true}'):
+    for bad in (too_long, _STATUS + b',"error":"\\ud800"}', _STATUS + b',"error":["x"]}', _STATUS + b',"error":true}'):
         assert raises(decode.MalformedPayload, decode.decode_status, bad).reason == "malformed"
 
 
 def test_not_json_text_is_malformed():
     good = protocol.encode_batch(0, 5, ["t"], [(0, 0, 1.0)])
-    cases = [b"\xff\xfe", good[:-1], good[:10], b"", b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[[0,0,NaN]]}',
-             b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[[0,0,Infinity]]}', b'{"v":1,"seq":0,"t0":0,"s":["\xff"],"r":[]}',
-             b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[]} x', b"\xef\xbb\xbf" + good]
+    cases = [
+        b"\xff\xfe",
+        good[:-1],
+        good[:10],
+        b"",
+        b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[[0,0,NaN]]}',
+        b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[[0,0,Infinity]]}',
+        b'{"v":1,"seq":0,"t0":0,"s":["\xff"],"r":[]}',
+        b'{"v":1,"seq":0,"t0":0,"s":["t"],"r":[]} x',
+        b"\xef\xbb\xbf" + good,
+    ]
     for case in cases:
         assert raises(decode.MalformedPayload, decode.decode_batch, case).reason == "malformed", case
     for case in (b"\xff", b'{"v":1,"online":true,"error":"\xc3"}', b"{", b"null", b"[]"):
@@ -277,4 +314,8 @@ def test_decode_batch_t0_gives_the_start_even_without_readings():
 def test_a_long_config_error_is_cut_so_the_status_still_passes():
     error = "x" * (protocol.MAX_ERROR_LENGTH + 50)
     assert decode.decode_status(protocol.encode_status(True, {"dropped": 1}, error)) == (
-        True, {"dropped": 1}, "x" * protocol.MAX_ERROR_LENGTH, None)
+        True,
+        {"dropped": 1},
+        "x" * protocol.MAX_ERROR_LENGTH,
+        None,
+    )
