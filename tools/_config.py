@@ -1,25 +1,40 @@
-"""The sensing config of a device, checked on the host before it goes into a bundle.
+"""The device config, defined once: its model, defaults and limits (pydantic), checked on the host.
 
-Users write it readably (ESPHome-style filters); `check_sensing` validates it with pydantic models and
-the same filter code the node runs, and `compile_sensing` turns it into what the node reads: filter
-chains in compiled form, so the node never loads the checking code (its RAM is small).
+`DeviceConfig` is the whole `config.json` of a device bundle: where the broker is, the TLS files, Wi-Fi,
+and `Sensing`, the part users write (sensors, buses, ESPHome-style filters, batching, the outbox).
+Everything else derives from these models: `fieldlink device add`'s options and their defaults and
+ranges, `fieldlink config check`, the bundle writer, the table in docs/configuration.md (`fieldlink
+config schema --markdown`), and the node's own defaults (`firmware/config.py`, checked against these by
+a test). Chip facts (channels, addresses, conversion times) are read from the drivers themselves.
+
+`check_sensing` validates with the same filter code the node runs, and `compile_sensing` turns a config
+into what the node reads: filter chains in compiled form, so the node never loads the checking code.
 """
 
 from __future__ import annotations
 
 import json
+from array import array
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
+import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 
 from shared.filter_config import FilterConfigError, compile_chain
+from shared.filterlib import from_compiled
 from shared.protocol import MAX_READINGS, valid_id
 from tools._errors import UsageError
 
-_DS18B20_CONVERSION_MS = {9: 94, 10: 188, 11: 375, 12: 750}
-_BME280_CONVERSION_MS = 10
-_SHT3X_CONVERSION_MS = 16
+# Shown in messages: a name is the user's text, and may be anything (a 40 MB string, control bytes).
+_SHOWN_CHARS = 60
+
+
+def shown(value: Any) -> str:
+    """repr(value), cut to a length a message can carry."""
+    text = repr(value) if not isinstance(value, str) or len(value) <= _SHOWN_CHARS else repr(value[:_SHOWN_CHARS])
+    return text if len(text) <= _SHOWN_CHARS + 2 else text[: _SHOWN_CHARS + 2] + "..."
 
 
 class _Strict(BaseModel):
@@ -55,18 +70,50 @@ class SimSensor(_Sensor):
     period_s: float = Field(default=600, gt=0)
 
 
-class BME280Sensor(_Sensor):
+class _I2CChip(_Sensor):
+    """A channel of an I2C chip; its driver class holds the chip's facts (channels, addresses)."""
+
+    bus: str
+    address: int | None = Field(default=None, description="the chip's I2C address; default its first")
+    channel: str
+
+    @classmethod
+    def driver(cls) -> Any:
+        raise NotImplementedError
+
+    @model_validator(mode="after")
+    def _check_chip(self) -> _I2CChip:
+        chip = self.driver()
+        if self.channel not in chip.channels:
+            raise ValueError(f"channel {shown(self.channel)} is not one of {', '.join(chip.channels)}")
+        if self.address is None:
+            self.address = chip.addresses[0]
+        elif self.address not in chip.addresses:
+            raise ValueError(f"address {shown(self.address)} is not one of {', '.join(map(hex, chip.addresses))}")
+        return self
+
+    def conversion_ms(self) -> int:
+        return int(self.driver().conversion_ms)
+
+
+class BME280Sensor(_I2CChip):
     type: Literal["bme280"]
-    bus: str
-    address: Literal[0x76, 0x77] = 0x76
-    channel: Literal["temperature", "humidity", "pressure"]
+
+    @classmethod
+    def driver(cls) -> Any:
+        from firmware.drivers.bme280 import BME280
+
+        return BME280
 
 
-class SHT3xSensor(_Sensor):
+class SHT3xSensor(_I2CChip):
     type: Literal["sht3x"]
-    bus: str
-    address: Literal[0x44, 0x45] = 0x44
-    channel: Literal["temperature", "humidity"]
+
+    @classmethod
+    def driver(cls) -> Any:
+        from firmware.drivers.sht3x import SHT3x
+
+        return SHT3x
 
 
 class DS18B20Sensor(_Sensor):
@@ -74,6 +121,11 @@ class DS18B20Sensor(_Sensor):
     bus: str
     rom: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{16}$")
     resolution: Literal[9, 10, 11, 12] = 12
+
+    def conversion_ms(self) -> int:
+        from firmware.drivers.ds18b20 import conversion_ms
+
+        return int(conversion_ms(self.resolution))
 
 
 class AdcSensor(_Sensor):
@@ -88,23 +140,46 @@ Sensor = Annotated[SimSensor | BME280Sensor | SHT3xSensor | DS18B20Sensor | AdcS
 
 
 class Batch(_Strict):
-    max_readings: int = Field(default=60, ge=1, le=MAX_READINGS)
-    max_age_ms: int = Field(default=10_000, ge=10)
+    max_readings: int = Field(
+        default=60, ge=1, le=MAX_READINGS, description="a batch leaves when it holds this many readings"
+    )
+    max_age_ms: int = Field(default=5_000, ge=10, description="a batch also leaves when its first reading is this old")
 
 
 class OutboxLimits(_Strict):
-    capacity: int = Field(default=64, ge=1, le=4096)
-    max_bytes: int = Field(default=24_576, ge=1024)
+    capacity: int = Field(default=64, ge=1, le=4096, description="batches the node keeps while it cannot send")
+    max_bytes: int = Field(
+        default=24_576,
+        ge=1024,
+        description="bytes the outbox keeps; a batch that does not fit drops the oldest, counted",
+    )
+
+
+# The node's heap, estimated from make bench-firmware on the unix port (64-bit objects: conservative for
+# a 32-bit ESP32): its steady heap was 52.4 KB for two sensors, a 5-slot window and 30-reading batches,
+# and 4 KB more with its 4 KiB outbox full. See docs/performance.md.
+_RUNTIME_BYTES = 50_000  # code, TLS context, MQTT client, loop: the node with nothing to sample
+_SENSOR_BYTES = 1_000  # a channel: its driver's share, filter objects, its group
+_SLOT_BYTES = 24  # a window slot: a reference and a boxed float
+_READING_BYTES = 47  # the batcher's arrays (13 B) and the flush, about twice the encoded reading
+_BATCH_ENTRY_BYTES = 40  # the outbox's bookkeeping per batch
+_HEAP_USE = 0.9  # at most this share of the heap: the rest absorbs fragmentation (56 KB for 58 KB fails)
 
 
 class Sensing(_Strict):
     """What a device samples and how: the part of its config a user writes."""
 
-    sample_interval_ms: int = Field(default=1000, ge=10)
+    sample_interval_ms: int = Field(default=1000, ge=10, description="each sensor's interval unless it sets its own")
     batch: Batch = Field(default_factory=Batch)
     outbox: OutboxLimits = Field(default_factory=OutboxLimits)
-    buses: dict[str, Bus] = Field(default_factory=dict)
-    sensors: list[Sensor] = Field(min_length=1)
+    buses: dict[str, Bus] = Field(default_factory=dict, description="I2C and 1-Wire buses, by name")
+    sensors: list[Sensor] = Field(min_length=1, description="what to sample, with filter chains")
+    heap_bytes: int = Field(
+        default=110_000,
+        ge=32_768,
+        description="the board's free MicroPython heap (an ESP32 without PSRAM has about 110 KB); "
+        "the checker refuses a config whose estimated need passes 90 % of it",
+    )
 
     @model_validator(mode="after")
     def _check_together(self) -> Sensing:
@@ -112,7 +187,7 @@ class Sensing(_Strict):
         seen: set[str] = set()
         chips: dict[tuple[Any, ...], tuple[str, int]] = {}
         for sensor in self.sensors:
-            where = f"sensor {sensor.name!r}"
+            where = f"sensor {shown(sensor.name)}"
             if not valid_id(sensor.name):
                 problems.append(f"{where}: the name must be 1-64 of a-z, 0-9, '-', '_', '.'")
             if sensor.name in seen:
@@ -124,20 +199,17 @@ class Sensing(_Strict):
                 kind = "i2c" if not isinstance(sensor, DS18B20Sensor) else "onewire"
                 bus = self.buses.get(sensor.bus)
                 if bus is None or bus.type != kind:
-                    problems.append(f"{where}: bus {sensor.bus!r} is not a configured {kind} bus")
+                    problems.append(f"{where}: bus {shown(sensor.bus)} is not a configured {kind} bus")
                 key: tuple[Any, ...] = (
                     sensor.type,
                     sensor.bus,
                     sensor.rom if isinstance(sensor, DS18B20Sensor) else sensor.address,
                 )
-                if isinstance(sensor, DS18B20Sensor):
-                    conversion = _DS18B20_CONVERSION_MS[sensor.resolution]
-                else:
-                    conversion = _BME280_CONVERSION_MS if isinstance(sensor, BME280Sensor) else _SHT3X_CONVERSION_MS
+                conversion = sensor.conversion_ms()
                 if key in chips and chips[key][1] != interval:
                     problems.append(
                         f"{where}: interval_ms {interval} differs from {chips[key][1]} of sensor "
-                        f"{chips[key][0]!r}, another channel of the same chip"
+                        f"{shown(chips[key][0])}, another channel of the same chip"
                     )
                 chips.setdefault(key, (sensor.name, interval))
             if conversion >= interval:
@@ -148,21 +220,114 @@ class Sensing(_Strict):
                 compile_chain(sensor.filters)
             except FilterConfigError as exc:
                 problems.append(f"{where}: {exc}")
+        if not problems:
+            problems += self._check_heap()
         if problems:
             raise ValueError("; ".join(problems))
         return self
 
+    def heap_estimate(self) -> list[tuple[str, int]]:
+        """What the node will hold, by part, largest first: an estimate (see the constants above)."""
+        parts = [
+            ("the runtime", _RUNTIME_BYTES),
+            (f"outbox.max_bytes ({self.outbox.max_bytes})", self.outbox.max_bytes),
+            (f"outbox.capacity ({self.outbox.capacity})", self.outbox.capacity * _BATCH_ENTRY_BYTES),
+            (f"batch.max_readings ({self.batch.max_readings})", self.batch.max_readings * _READING_BYTES),
+        ]
+        for sensor in self.sensors:
+            slots = _window_slots(from_compiled(compile_chain(sensor.filters)))
+            parts.append((f"sensor {shown(sensor.name)} ({slots} window slots)", _SENSOR_BYTES + slots * _SLOT_BYTES))
+        return sorted(parts, key=lambda part: -part[1])
 
-def _describe(exc: ValidationError) -> str:
+    def _check_heap(self) -> list[str]:
+        parts = self.heap_estimate()
+        need = sum(size for _, size in parts)
+        if need <= self.heap_bytes * _HEAP_USE:
+            return []
+        biggest = ", ".join(f"{name} {size / 1024:.1f} KB" for name, size in parts if name != "the runtime")
+        return [
+            f"the node would need about {need / 1024:.0f} KB of heap, more than {_HEAP_USE:.0%} of its "
+            f"heap_bytes {self.heap_bytes / 1024:.0f} KB (shrink the largest: {biggest})"
+        ]
+
+
+class Broker(_Strict):
+    host: str = Field(min_length=1, description="where the node connects")
+    port: int = Field(default=8883, ge=1, le=65535, description="the broker's MQTT over TLS port")
+    server_hostname: str | None = Field(
+        default=None, description="the name the broker's certificate must carry; default host"
+    )
+    keepalive_s: int = Field(
+        default=30, ge=5, le=3600, description="MQTT keep-alive; a broker silent 1.5 times this is lost"
+    )
+    timeout_ms: int = Field(default=10_000, ge=100, description="how long the node waits for CONNACK and each PUBACK")
+
+
+class TlsFiles(_Strict):
+    ca: str = Field(default="ca.der", description="the fleet CA (DER), relative to the bundle")
+    cert: str = Field(default="cert.der", description="the device certificate (DER)")
+    key: str = Field(default="key.der", description="its private key (DER)")
+
+
+class Wifi(_Strict):
+    ssid: str = Field(min_length=1, max_length=32, description="the network to join (ESP32 only)")
+    password: str = Field(default="", max_length=64, description="its password")
+    ntp_host: str = Field(default="pool.ntp.org", description="the clock's source after joining")
+
+
+class DeviceConfig(Sensing):
+    """A device bundle's `config.json`: who the device is, where it sends, and its sensing."""
+
+    device_id: str = Field(description="the certificate's CN")
+    broker: Broker
+    tls: TlsFiles = Field(default_factory=TlsFiles)
+    wifi: Wifi | None = Field(default=None)
+    drain_timeout_ms: int = Field(
+        default=15_000, ge=0, description="unix port: how long a stopping node empties its outbox"
+    )
+
+
+def _window_slots(node: Any) -> int:
+    """Preallocated slots in a built filter chain: every list or array its filters hold, found by
+    walking the objects the node itself would build (no list of windowed filters to keep in step)."""
+    if isinstance(node, (list, tuple)):
+        return sum(_window_slots(item) for item in node)
+    if not hasattr(node, "__dict__"):
+        return 0
+    slots = 0
+    for value in vars(node).values():
+        if isinstance(value, (list, array)) and not any(hasattr(v, "process") for v in value):
+            slots += len(value)
+        elif isinstance(value, (list, tuple)) or hasattr(value, "process"):
+            slots += _window_slots(value)
+    return slots
+
+
+def _where(location: tuple[Any, ...], data: Any) -> str:
+    """A problem's place in words: a sensor by its name (`sensor 'pipe'`), not by its index."""
+    parts = list(location)
+    if len(parts) >= 2 and parts[0] == "sensors" and isinstance(parts[1], int):
+        sensors = data.get("sensors") if isinstance(data, dict) else None
+        item = sensors[parts[1]] if isinstance(sensors, list) and parts[1] < len(sensors) else None
+        name = item.get("name") if isinstance(item, dict) else None
+        head = f"sensor {shown(name)}" if isinstance(name, str) else f"sensor #{parts[1] + 1}"
+        # The union's tag (`bme280`) is the sensor's type, already in its config: leave it out.
+        rest = [p for p in parts[2:] if not (isinstance(item, dict) and p == item.get("type"))]
+        return ".".join([head, *map(str, rest)]) if rest else head
+    return ".".join(str(part) for part in parts)
+
+
+def _describe(exc: ValidationError, data: Any) -> str:
     lines = []
     for error in exc.errors():
-        location = ".".join(str(part) for part in error["loc"])
+        where = _where(tuple(error["loc"]), data)
         message = str(error["msg"]).removeprefix("Value error, ")
-        value = error.get("input")
         if error["type"] == "value_error":
-            lines.extend(message.split("; "))
+            # A model's own check: its messages name their culprits already, one per "; ".
+            for problem in message.split("; "):
+                lines.append(f"{where}: {problem}" if where and not problem.startswith("sensor ") else problem)
         else:
-            lines.append(f"{location}: {message} (got {value!r})" if location else message)
+            lines.append(f"{where}: {message} (got {shown(error.get('input'))})" if where else message)
     return "\n".join(f"  - {line}" for line in lines)
 
 
@@ -171,15 +336,101 @@ def check_sensing(data: Any, source: str = "config") -> Sensing:
     try:
         return Sensing.model_validate(data)
     except ValidationError as exc:
-        raise UsageError(f"{source} is not a valid sensing config:\n{_describe(exc)}") from exc
+        raise UsageError(f"{source} is not a valid sensing config:\n{_describe(exc, data)}") from exc
+    except RecursionError as exc:
+        raise UsageError(f"{source} is nested too deeply to be a sensing config") from exc
 
 
-def compile_sensing(sensing: Sensing) -> dict[str, Any]:
-    """The device-config fields for a checked sensing config, filters compiled."""
-    data = sensing.model_dump(mode="json", exclude_none=True)
+def device_config(device_id: str, broker: Broker, sensing: Sensing) -> DeviceConfig:
+    """The whole config of a device: its identity, its broker and its checked sensing."""
+    return DeviceConfig.model_validate({**sensing.model_dump(), "device_id": device_id, "broker": broker.model_dump()})
+
+
+def compile_sensing(config: Sensing) -> dict[str, Any]:
+    """A checked config (a `Sensing`, or a whole `DeviceConfig`) as the node reads it: every default
+    written out, filters compiled."""
+    data = config.model_dump(mode="json", exclude_none=True)
     for sensor in data["sensors"]:
         sensor["filters"] = compile_chain(sensor.get("filters"))
     return data
+
+
+def settings() -> dict[str, tuple[tuple[str, ...], FieldInfo]]:
+    """The sensing config's number settings by flat name (`batch_max_readings`): their path in the
+    config and their field (default, bounds, description). `fieldlink device add` offers each as an
+    option (`--batch-max-readings`)."""
+    found: dict[str, tuple[tuple[str, ...], FieldInfo]] = {}
+    for name, field in Sensing.model_fields.items():
+        if field.annotation is int:
+            found[name] = ((name,), field)
+        elif isinstance(field.annotation, type) and issubclass(field.annotation, _Strict):
+            for inner, inner_field in field.annotation.model_fields.items():
+                if inner_field.annotation is int:
+                    found[f"{name}_{inner}"] = ((name, inner), inner_field)
+    return found
+
+
+def bounds(field: FieldInfo) -> tuple[int | None, int | None]:
+    """A number field's inclusive bounds (ge/le), from its metadata."""
+    low = next((m.ge for m in field.metadata if isinstance(m, annotated_types.Ge)), None)
+    high = next((m.le for m in field.metadata if isinstance(m, annotated_types.Le)), None)
+    return low, high  # type: ignore[return-value]
+
+
+def with_overrides(sensing: Sensing, **changes: int | None) -> Sensing:
+    """`sensing` with the settings named as in `settings()` changed, checked again; None leaves one."""
+    known = settings()
+    data = sensing.model_dump()
+    for name, value in changes.items():
+        if name not in known:
+            raise TypeError(f"no sensing setting {name!r}")
+        if value is None:
+            continue
+        *path, last = known[name][0]
+        target = data
+        for part in path:
+            target = target[part]
+        target[last] = value
+    return check_sensing(data)
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, _Strict)
+
+
+def markdown_table() -> str:
+    """The device config's keys, defaults and meanings as a Markdown table, from the models: what
+    docs/configuration.md shows (`fieldlink config schema --markdown`)."""
+    rows = ["| key | default | meaning |", "| --- | --- | --- |"]
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            key = prefix + name
+            nested = [t for t in (field.annotation, *get_args(field.annotation)) if _is_model(t)]
+            if nested:
+                walk(nested[0], key + ".")
+                continue
+            default = field.get_default(call_default_factory=True)
+            if field.is_required():
+                text = "required"
+            elif default is None or default == {}:
+                text = "none"
+            else:
+                text = f"`{json.dumps(default)}`"
+            low, high = bounds(field)
+            limits = (
+                ""
+                if low is None and high is None
+                else f" ({'' if low is None else low}…{'' if high is None else high})"
+            )
+            rows.append(f"| `{key}` | {text} | {field.description or ''}{limits} |")
+
+    walk(DeviceConfig, "")
+    return "\n".join(rows)
+
+
+# What a device config holds besides its sensing: its identity and where it connects.
+IDENTITY_FIELDS = frozenset(DeviceConfig.model_fields) - frozenset(Sensing.model_fields)
 
 
 def load_sensing(path: Path) -> Sensing:
@@ -188,5 +439,7 @@ def load_sensing(path: Path) -> Sensing:
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
     except ValueError as exc:
-        raise UsageError(f"{path} is not JSON: {exc}") from exc
+        raise UsageError(f"{path} is not JSON: {str(exc)[:200]}") from exc
+    except RecursionError as exc:
+        raise UsageError(f"{path} is nested too deeply to be a sensing config") from exc
     return check_sensing(data, str(path))

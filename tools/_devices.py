@@ -25,9 +25,17 @@ from ingest import (
     check_device_id,
     write_atomic,
 )
-from tools._config import Sensing, check_sensing, compile_sensing
+from tools._config import (
+    Broker,
+    DeviceConfig,
+    Sensing,
+    check_sensing,
+    compile_sensing,
+    device_config,
+    with_overrides,
+)
 from tools._errors import UsageError
-from tools._home import Home
+from tools._home import BROKER_NAMES, Home
 
 DEFAULT_SENSORS: list[dict[str, Any]] = [
     {"name": "temperature", "type": "sim", "signal": "temperature"},
@@ -36,29 +44,14 @@ DEFAULT_SENSORS: list[dict[str, Any]] = [
 ]
 
 
-def default_sensing(sample_interval_ms: int, batch_max_readings: int, batch_max_age_ms: int) -> Sensing:
-    return check_sensing(
-        {
-            "sample_interval_ms": sample_interval_ms,
-            "batch": {"max_readings": batch_max_readings, "max_age_ms": batch_max_age_ms},
-            "sensors": DEFAULT_SENSORS,
-        }
-    )
+def default_sensing() -> Sensing:
+    """Simulated sensors, every other setting at its default (tools/_config.py)."""
+    return check_sensing({"sensors": DEFAULT_SENSORS})
 
 
-def device_config(home: Home, device_id: str, sensing: Sensing) -> dict[str, Any]:
-    state = home.load_state()
-    return {
-        "device_id": device_id,
-        "broker": {
-            "host": "127.0.0.1",
-            "port": state.mqtt_port,
-            "server_hostname": "localhost",
-            "keepalive_s": 30,
-        },
-        "tls": {"ca": "ca.der", "cert": "cert.der", "key": "key.der"},
-        **compile_sensing(sensing),
-    }
+def local_broker(home: Home) -> Broker:
+    """Where a node reaches this machine's stack."""
+    return Broker(host="127.0.0.1", port=home.load_state().mqtt_port, server_hostname=BROKER_NAMES[0])
 
 
 def _checked(device_id: str) -> str:
@@ -134,20 +127,19 @@ def add_device(
     home: Home,
     device_id: str,
     *,
-    sample_interval_ms: int = 1000,
-    batch_max_readings: int = 60,
-    batch_max_age_ms: int = 5000,
     sensing: Sensing | None = None,
     labels: dict[str, str] | None = None,
+    **overrides: int | None,
 ) -> tuple[Device, Path]:
+    """Issue, register and write the bundle. `overrides` change settings of the sensing config (the
+    file's or the default one) by their names in `tools._config.settings()`: `batch_max_readings`..."""
     _checked(device_id)
     home.ensure()
     with open_fleet(home, broker=False) as fleet:
         if fleet.registry.get(device_id) is not None:
             raise UsageError(f"device {device_id!r} is already registered; see `fieldlink device list`")
-        if sensing is None:
-            sensing = default_sensing(sample_interval_ms, batch_max_readings, batch_max_age_ms)
-        config = device_config(home, device_id, sensing)
+        sensing = with_overrides(sensing or default_sensing(), **overrides)
+        config = compile_sensing(device_config(device_id, local_broker(home), sensing))
         device, credentials = fleet.add(device_id, labels)
         files = _bundle_files(credentials)
         files["config.json"] = ((json.dumps(config, indent=2) + "\n").encode(), 0o644)
@@ -168,15 +160,16 @@ def configure_device(home: Home, device_id: str, sensing: Sensing) -> Path:
     if not path.is_file():
         raise UsageError(f"no bundle for device {device_id!r}; add it first with `fieldlink device add`")
     try:
-        config = json.loads(path.read_text())
-    except ValueError as exc:
-        raise UsageError(f"{path} is damaged ({exc}); add the device again or restore the file") from exc
-    if not isinstance(config, dict):
-        raise UsageError(f"{path} is damaged (not a JSON object); add the device again or restore the file")
-    for key in ("sample_interval_ms", "batch", "outbox", "buses", "sensors"):
-        config.pop(key, None)
-    config.update(compile_sensing(sensing))
-    write_atomic(path, (json.dumps(config, indent=2) + "\n").encode())
+        current = json.loads(path.read_text())
+        if not isinstance(current, dict):
+            raise ValueError("not a JSON object")
+        identity = {
+            k: v for k, v in current.items() if k in DeviceConfig.model_fields and k not in Sensing.model_fields
+        }
+        config = DeviceConfig.model_validate({**identity, **sensing.model_dump()})
+    except ValueError as exc:  # pydantic's ValidationError is one too
+        raise UsageError(f"{path} is damaged ({str(exc)[:300]}); add the device again or restore the file") from exc
+    write_atomic(path, (json.dumps(compile_sensing(config), indent=2) + "\n").encode())
     return path
 
 

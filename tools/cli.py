@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,7 @@ from pydantic import ValidationError
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ingest import IngestError, RegistryError, check_labels
-from shared.protocol import MAX_READINGS
-from tools._config import compile_sensing, load_sensing
+from tools._config import DeviceConfig, bounds, compile_sensing, load_sensing, markdown_table, settings
 from tools._devices import (
     add_device,
     configure_device,
@@ -106,34 +106,37 @@ def _labels(pairs: tuple[str, ...]) -> dict[str, str]:
         raise UsageError(str(exc)) from exc
 
 
+def _setting_options(command: Callable[..., None]) -> Callable[..., None]:
+    """An option per number setting of the sensing config (tools/_config.py: name, default, bounds
+    and help all come from the model); given, it overrides the --sensing file's value."""
+    for name, (_, field) in reversed(settings().items()):
+        low, high = bounds(field)
+        command = click.option(
+            "--" + name.replace("_", "-"),
+            name,
+            type=click.IntRange(low, high),
+            help=f"{(field.description or '').capitalize()} (default {field.default}).",
+        )(command)
+    return command
+
+
 @device.command("add", context_settings=_CONTEXT)
 @click.argument("device_id")
-@click.option("--sample-interval-ms", default=1000, show_default=True, type=click.IntRange(10))
-@click.option("--batch-max-readings", default=60, show_default=True, type=click.IntRange(1, MAX_READINGS))
-@click.option("--batch-max-age-ms", default=5000, show_default=True, type=click.IntRange(10))
 @click.option(
     "--sensing",
     type=click.Path(dir_okay=False, path_type=Path),
     help="A sensing config (sensors, buses, filters; JSON) instead of the simulated defaults.",
 )
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="A label (repeatable), e.g. site=plant-2.")
-def device_add(
-    device_id: str,
-    sample_interval_ms: int,
-    batch_max_readings: int,
-    batch_max_age_ms: int,
-    sensing: Path | None,
-    labels: tuple[str, ...],
-) -> None:
+@_setting_options
+def device_add(device_id: str, sensing: Path | None, labels: tuple[str, ...], **overrides: int | None) -> None:
     """Issue a certificate for DEVICE_ID, write its bundle and register it."""
     new, bundle = add_device(
         _home(),
         device_id,
-        sample_interval_ms=sample_interval_ms,
-        batch_max_readings=batch_max_readings,
-        batch_max_age_ms=batch_max_age_ms,
         sensing=load_sensing(sensing) if sensing else None,
         labels=_labels(labels),
+        **overrides,
     )
     cert = new.certificates[-1]
     click.echo(f"device {new.id} registered; bundle in {bundle} (certificate {cert.cert_id}, serial {cert.serial})")
@@ -251,6 +254,13 @@ def config_check(sensing: Path) -> None:
         chain = " -> ".join(json.dumps(f) for f in sensor["filters"]) or "(no filters)"
         click.echo(f"{sensor['name']:20} {sensor['type']:8} {chain}")
     click.echo(f"{sensing}: {len(compiled['sensors'])} sensor(s), valid")
+
+
+@config.command("schema", context_settings=_CONTEXT)
+@click.option("--markdown", is_flag=True, help="The keys, defaults and meanings as a Markdown table.")
+def config_schema(markdown: bool) -> None:
+    """The device config's JSON Schema (or, with --markdown, the table in docs/configuration.md)."""
+    click.echo(markdown_table() if markdown else json.dumps(DeviceConfig.model_json_schema(), indent=2))
 
 
 # --- ingest ------------------------------------------------------------------------------------------

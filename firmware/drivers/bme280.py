@@ -16,6 +16,7 @@ _FORCED_X1 = 0b00100101  # osrs_t x1, osrs_p x1, forced mode
 
 class BME280(Driver):
     channels = ("temperature", "humidity", "pressure")
+    addresses = (0x76, 0x77)  # SDO to GND, to VDDIO; the first is the default
     conversion_ms = 10  # forced mode, x1 oversampling everywhere: 9.3 ms at most (datasheet 9.1)
 
     def __init__(self, i2c, address=0x76):

@@ -12,6 +12,7 @@ def sht_crc(data, start=0, end=None):
 
 class SHT3x(Driver):
     channels = ("temperature", "humidity")
+    addresses = (0x44, 0x45)  # ADDR low, high; the first is the default
     conversion_ms = 16  # high repeatability: 15.5 ms at most (datasheet table 4)
 
     def __init__(self, i2c, address=0x44):

@@ -1,0 +1,134 @@
+"""The device config has one home (tools/_config.py): the CLI, the bundle, the docs and the node's own
+defaults derive from it; the checker names culprits, survives any input and keeps to the node's heap."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.support import StackInfo, fieldlink
+from tools._config import DeviceConfig, Sensing, check_sensing, markdown_table, settings
+from tools._errors import UsageError
+
+ROOT = Path(__file__).resolve().parent.parent
+SIM = {"name": "t", "type": "sim", "signal": "temperature"}
+
+
+def test_the_nodes_own_defaults_are_the_models() -> None:
+    from firmware.config import _DEFAULTS
+
+    for key, value in _DEFAULTS.items():
+        field = DeviceConfig.model_fields[key]
+        default = field.get_default(call_default_factory=True)
+        expected = default.model_dump() if hasattr(default, "model_dump") else default
+        assert value == expected, key
+
+
+def test_the_docs_table_is_the_models() -> None:
+    docs = (ROOT / "docs" / "configuration.md").read_text()
+    assert markdown_table() in docs
+
+
+def test_device_add_options_come_from_the_model(tmp_path: Path) -> None:
+    result = fieldlink(tmp_path, "device", "add", "--help")
+    for name, (_, field) in settings().items():
+        option = "--" + name.replace("_", "-")
+        assert option in result.stdout
+        assert f"(default {field.default})" in " ".join(result.stdout.split())
+
+
+def test_options_override_a_sensing_file(stack: StackInfo, uid: str, workdir: Path) -> None:
+    device = f"override-{uid}"
+    sensing = workdir / "sensing.json"
+    sensing.write_text(json.dumps({"batch": {"max_readings": 10}, "sensors": [SIM]}))
+    result = fieldlink(
+        stack.home, "device", "add", device, "--sensing", str(sensing), "--batch-max-readings", "7",
+        "--outbox-capacity", "9",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    config = json.loads((stack.home / "devices" / device / "config.json").read_text())
+    assert config["batch"] == {"max_readings": 7, "max_age_ms": 5000}
+    assert config["outbox"]["capacity"] == 9
+    # Every key the node reads is written out, so a bundle never depends on the node's defaults.
+    assert set(config) >= set(DeviceConfig.model_fields) - {"wifi"}
+
+
+def test_options_are_bounded_by_the_model(tmp_path: Path) -> None:
+    result = fieldlink(tmp_path, "device", "add", "x", "--batch-max-readings", "257")
+    assert result.returncode == 2
+    assert "257 is not in the range 1<=x<=256" in result.stderr
+
+
+def test_problems_name_the_sensor_not_its_index() -> None:
+    with pytest.raises(UsageError) as refused:
+        check_sensing(
+            {
+                "buses": {"i2c0": {"type": "i2c", "sda": 21, "scl": 22}},
+                "sensors": [
+                    SIM,
+                    {"name": "room", "type": "bme280", "bus": "i2c0", "channel": "humidty"},
+                    {"name": "pipe", "type": "ds18b20", "bus": "ow9", "resolution": 13},
+                ],
+            }
+        )
+    message = str(refused.value)
+    assert "sensors.1" not in message and "sensors.2" not in message
+    assert "sensor 'room': channel 'humidty' is not one of temperature, humidity, pressure" in message
+    assert "sensor 'pipe'.resolution: Input should be 9, 10, 11 or 12 (got 13)" in message
+
+
+def test_chip_facts_come_from_the_drivers() -> None:
+    from firmware.drivers.bme280 import BME280
+    from firmware.drivers.ds18b20 import conversion_ms
+
+    config = check_sensing(
+        {
+            "buses": {"i2c0": {"type": "i2c", "sda": 21, "scl": 22}},
+            "sensors": [{"name": "r", "type": "bme280", "bus": "i2c0", "channel": "pressure"}],
+        }
+    )
+    assert config.sensors[0].address == BME280.addresses[0]  # type: ignore[union-attr]
+    with pytest.raises(UsageError, match=f"shorter than the chip's {conversion_ms(12)} ms conversion"):
+        check_sensing(
+            {
+                "buses": {"ow": {"type": "onewire", "pin": 4}},
+                "sensors": [{"name": "p", "type": "ds18b20", "bus": "ow", "interval_ms": 500}],
+            }
+        )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 100_000 + "]" * 100_000,
+        '{"sensors": [{"name": "' + "n" * 40_000_000 + '", "type": "sim", "signal": "temperature"}]}',
+        '{"sensors": "' + "\x1b[2J" * 10 + '"}',
+    ],
+    ids=["100k-deep", "40MB-name", "control-bytes"],
+)
+def test_config_check_survives_any_input(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "sensing.json"
+    path.write_text(text)
+    result = fieldlink(tmp_path, "config", "check", str(path))
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ")
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr) < 2_000  # culprits are shown cut short, never whole
+    assert "\x1b" not in result.stderr
+
+
+def test_a_config_the_heap_cannot_hold_is_refused_naming_what_to_shrink() -> None:
+    big = {"median": {"window_size": 256, "send_every": 1}}
+    with pytest.raises(UsageError) as refused:
+        check_sensing({"heap_bytes": 65_536, "outbox": {"max_bytes": 8_192}, "sensors": [{**SIM, "filters": [big]}]})
+    message = str(refused.value)
+    assert (
+        "of its heap_bytes 64 KB (shrink the largest: sensor 't' (512 window slots) 13.0 KB, outbox.max_bytes"
+        in message
+    )
+    # What make bench-firmware runs in 64 KB passes.
+    from tools.bench.firmware import SENSING
+
+    assert isinstance(check_sensing({**SENSING, "heap_bytes": 65_536}), Sensing)
