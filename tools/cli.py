@@ -253,7 +253,11 @@ def config_check(sensing: Path) -> None:
     for sensor in compiled["sensors"]:
         chain = " -> ".join(json.dumps(f) for f in sensor["filters"]) or "(no filters)"
         click.echo(f"{sensor['name']:20} {sensor['type']:8} {chain}")
-    click.echo(f"{sensing}: {len(compiled['sensors'])} sensor(s), valid")
+    need = sum(size for _, size in checked.heap_estimate())
+    click.echo(
+        f"{sensing}: {len(compiled['sensors'])} sensor(s), valid; the node needs about {need / 1024:.0f} KB "
+        f"of its {checked.heap_bytes / 1024:.0f} KB heap"
+    )
 
 
 @config.command("schema", context_settings=_CONTEXT)
