@@ -13,7 +13,7 @@ import time
 from micropython import const
 
 from firmware.batcher import Batcher
-from firmware.hal import ConfigError
+from firmware.errors import ConfigError
 from firmware.mqtt import DOWN, UP, MQTTClient, MQTTError
 from firmware.outbox import Outbox
 from shared import protocol

@@ -7,7 +7,7 @@ import json
 import ssl
 import sys
 
-from firmware.hal import ConfigError
+from firmware.errors import ConfigError
 from shared import protocol
 
 _DEFAULTS = {
@@ -90,19 +90,21 @@ def parse_args(argv):
 
 
 def _make_board(options):
-    """The board for this interpreter: sim on the unix port, esp32 on a board."""
+    """(board, wiring) for this interpreter: esp32 on a board, the simulator on the unix port. The
+    wiring is what firmware/sensors.py makes the drivers from; it is needed only at start-up."""
     if sys.platform == "esp32":
-        from firmware.hal.esp32 import Esp32Board
+        from firmware.hal.esp32 import Esp32Board, Esp32Wiring
 
-        return Esp32Board()
-    from firmware.hal.sim import SimBoard
+        return Esp32Board(), Esp32Wiring()
+    from firmware.sim.board import SimBoard
+    from firmware.sim.wiring import SimWiring
 
-    return SimBoard(
-        replay_path=options.get("replay"),
+    board = SimBoard(
         trace_path=options.get("trace"),
         duration_s=options.get("duration"),
         time_scale=options.get("time-scale", 1),
     )
+    return board, SimWiring(board, options.get("replay"))
 
 
 def _read_file(path):
@@ -134,32 +136,32 @@ def _tls_context(base, tls):
     return context, cert_id
 
 
-def _prepare(board, base, config):
+def _prepare(wiring, base, config):
     # The TLS context first, while the heap is nearly empty: mbedTLS wants a few kilobytes in one piece.
     context, config["cert_id"] = _tls_context(base, config["tls"])
     from firmware.sensors import build_sensors
 
-    names, groups = build_sensors(dict(config, sensors=board.sensor_specs(config)), board)
+    names, groups = build_sensors(config, wiring)
     # The sensor specs and their filter lists are built now: keep only what the runtime reads.
     for key in ("sensors", "buses"):
         config.pop(key, None)
     return config, context, names, groups
 
 
-def _load(board, base):
+def _load(wiring, base):
     """(config, TLS context, sensor names, groups, error) from config.json; if that config cannot be
     used, from the last good one, with the error kept for the status message. A config that worked
     becomes the last good one."""
     text = _read_file(base + "/" + CONFIG)
     try:
-        prepared = _prepare(board, base, load_config(text))
+        prepared = _prepare(wiring, base, load_config(text))
     except ConfigError as exc:
         try:
             fallback = _read_file(base + "/" + LAST_GOOD)
         except OSError:
             raise exc
         print("config error:", exc, "; running on the last good config")
-        return _prepare(board, base, load_config(fallback)) + (str(exc),)
+        return _prepare(wiring, base, load_config(fallback)) + (str(exc),)
     try:
         if _read_file(base + "/" + LAST_GOOD) == text:
             return prepared + (None,)
@@ -173,6 +175,6 @@ def start(argv):
     """(options, board, config, TLS context, sensor names, groups, config error): everything a node
     needs from the command line and its config; raises ConfigError or OSError if it cannot start."""
     options = parse_args(argv)
-    board = _make_board(options)
+    board, wiring = _make_board(options)
     base = options["bundle"].rstrip("/")
-    return (options, board) + _load(board, base)
+    return (options, board) + _load(wiring, base)

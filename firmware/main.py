@@ -4,11 +4,11 @@
 import gc
 import sys
 
-from firmware.hal import ConfigError
+from firmware.errors import ConfigError
 
 # Modules needed only to start: dropped afterwards so that their bytecode does not sit in a small
 # heap for the life of the node (the strings they interned stay: MicroPython never frees those).
-STARTUP_ONLY = ("firmware.config", "firmware.sensors", "shared.filterlib", "firmware.hal.simsetup")
+STARTUP_ONLY = ("firmware.config", "firmware.sensors", "shared.filterlib", "firmware.sim.wiring")
 
 
 def unload(names):

@@ -11,6 +11,8 @@ import time
 
 from micropython import const
 
+from firmware.errors import MQTTError
+
 _CONNECT = const(0x10)
 _CONNACK = const(0x20)
 _PUBLISH = const(0x30)
@@ -30,10 +32,6 @@ _REFUSED = (
     "bad user name or password",
     "not authorized",
 )
-
-
-class MQTTError(Exception):
-    """The connection failed or was lost; the client is closed and the caller reconnects."""
 
 
 def _remaining_length(out, length):

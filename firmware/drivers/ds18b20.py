@@ -2,7 +2,6 @@
 # and check its CRC (Dallas/Maxim CRC-8, x^8 + x^5 + x^4 + 1, LSB first).
 from firmware.drivers import Driver
 from firmware.drivers.crc import crc8
-from firmware.hal import ConfigError
 
 _CONVERT_T = 0x44
 _READ_SCRATCHPAD = 0xBE
@@ -13,19 +12,6 @@ _RESOLUTION_BITS = {9: 0x1F, 10: 0x3F, 11: 0x5F, 12: 0x7F}
 
 def onewire_crc(data, start=0, end=None):
     return crc8(data, start, len(data) if end is None else end, 0x8C, 0, True)
-
-
-def parse_rom(text, where):
-    """A 1-Wire ROM from 16 hex digits (None if not given)."""
-    if text is None:
-        return None
-    try:
-        rom = bytes(int(text[i : i + 2], 16) for i in range(0, len(text), 2))
-    except (TypeError, ValueError):
-        rom = b""
-    if len(rom) != 8:
-        raise ConfigError(where + ": rom " + repr(text) + " must be 16 hex digits")
-    return rom
 
 
 def conversion_ms(resolution):

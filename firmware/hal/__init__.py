@@ -1,18 +1,14 @@
-# Hardware access lives here and only here: `esp32` for real boards, `sim` for the unix port. What
-# only start-up needs (making the board, reading files) is in firmware/config.py, which is unloaded.
-
-
-class ConfigError(ValueError):
-    """The device configuration cannot be used as given."""
+# Hardware access lives here and only here: `esp32.py` for ESP32 boards. This module is the board
+# interface the node runs against; the simulated board of the unix port is in firmware/sim/. Making
+# the drivers a config names is start-up work: firmware/sensors.py does it for every board, asking
+# the board's wiring (see there) for buses, ADCs and the sources only a board has.
 
 
 class Board:
-    """What the node asks of a board. Boards override what differs: time, network, drivers."""
+    """What the node asks of a board while it runs: now_ms() (epoch milliseconds), ticks_ms(),
+    wait_ms(ms, poller), connect_network(wifi), and what a board may leave as it is here."""
 
     name = "board"
-
-    def sensor_specs(self, config):
-        return config.get("sensors")
 
     def before_measure(self, now_ms):
         pass

@@ -1,5 +1,6 @@
-# The ESP32 board: Wi-Fi, NTP time, the watchdog and the ADC. Only this module (with hal/) imports
-# machine, network and ntptime, and only when an Esp32Board is made, never at import of the firmware.
+# The ESP32 board: Wi-Fi, NTP time, the watchdog, and its wiring (I2C, 1-Wire, ADC) for the one driver
+# dispatch in firmware/sensors.py. Only this module imports machine, network and ntptime, and only
+# when an Esp32Board is made, never at import of the firmware.
 import time
 
 import machine
@@ -7,7 +8,8 @@ import network
 import ntptime
 import onewire
 
-from firmware.hal import Board, ConfigError
+from firmware.errors import ConfigError
+from firmware.hal import Board
 
 # MicroPython ports whose epoch is 2000-01-01 need this added to reach Unix time.
 _EPOCH_2000_MS = 946684800000
@@ -22,8 +24,6 @@ class Esp32Board(Board):
         self._wlan = network.WLAN(network.STA_IF)
         self._wdt = machine.WDT(timeout=watchdog_ms)
         self._time_set = False
-        self._buses = {}
-        self._drivers = {}
 
     def now_ms(self):
         return time.time_ns() // 1000000 + self._epoch_ms
@@ -51,71 +51,6 @@ class Esp32Board(Board):
                 print("ntp failed:", repr(exc))
         return True
 
-    def _bus(self, config, name, kind, where):
-        bus = self._buses.get(name)
-        if bus is not None:
-            return bus
-        spec = (config.get("buses") or {}).get(name)
-        if not isinstance(spec, dict) or spec.get("type") != kind:
-            raise ConfigError(where + ": bus " + repr(name) + " is not a configured " + kind + " bus")
-        if kind == "i2c":
-            bus = machine.I2C(
-                spec.get("id", 0),
-                scl=machine.Pin(spec["scl"]),
-                sda=machine.Pin(spec["sda"]),
-                freq=spec.get("freq", 100000),
-            )
-        else:
-            bus = onewire.OneWire(machine.Pin(spec["pin"]))
-        self._buses[name] = bus
-        return bus
-
-    def driver_for(self, spec, config, where):
-        kind = spec.get("type")
-        if kind in ("bme280", "sht3x"):
-            address = spec.get("address", 0x76 if kind == "bme280" else 0x44)
-            key = (kind, spec.get("bus"), address)
-        elif kind == "ds18b20":
-            key = (kind, spec.get("bus"), spec.get("rom"))
-        else:
-            key = (kind, spec.get("pin"), None)
-        driver = self._drivers.get(key)
-        if driver is not None:
-            return driver
-        # Drivers are imported when the config asks for them: RAM holds only the bytecode in use.
-        if kind == "bme280":
-            from firmware.drivers.bme280 import BME280
-
-            driver = BME280(self._bus(config, spec.get("bus"), "i2c", where), address)
-        elif kind == "sht3x":
-            from firmware.drivers.sht3x import SHT3x
-
-            driver = SHT3x(self._bus(config, spec.get("bus"), "i2c", where), address)
-        elif kind == "ds18b20":
-            from firmware.drivers.ds18b20 import DS18B20, parse_rom
-
-            bus = self._bus(config, spec.get("bus"), "onewire", where)
-            driver = DS18B20(bus, parse_rom(spec.get("rom"), where), spec.get("resolution", 12))
-        elif kind == "adc":
-            from firmware.drivers.analog import Analog
-
-            attenuation = spec.get("attenuation", "11db")
-            if attenuation not in _ATTENUATIONS:
-                raise ConfigError(
-                    where
-                    + ": adc attenuation "
-                    + repr(attenuation)
-                    + " is not one of "
-                    + ", ".join(sorted(_ATTENUATIONS))
-                )
-            adc = machine.ADC(machine.Pin(spec["pin"]))
-            adc.atten(getattr(machine.ADC, _ATTENUATIONS[attenuation]))
-            driver = Analog(adc, spec.get("scale", 1.0), spec.get("offset", 0.0))
-        else:
-            raise ConfigError(where + ": unknown sensor type " + repr(kind))
-        self._drivers[key] = driver
-        return driver
-
     def wait_ms(self, ms, poller=None):
         """Up to ms; the poller (the MQTT socket) ends the wait when it is ready."""
         self._wdt.feed()
@@ -126,3 +61,36 @@ class Esp32Board(Board):
 
     def feed_watchdog(self):
         self._wdt.feed()
+
+
+class Esp32Wiring:
+    """The wiring firmware/sensors.py asks for at start-up: the ESP32's buses and ADC pins."""
+
+    def specs(self, config):
+        return config.get("sensors")
+
+    def source(self, spec, where):
+        return None  # every sensor of a board is a chip on a bus or an ADC pin
+
+    def bus(self, kind, spec):
+        if kind == "i2c":
+            return machine.I2C(
+                spec.get("id", 0),
+                scl=machine.Pin(spec["scl"]),
+                sda=machine.Pin(spec["sda"]),
+                freq=spec.get("freq", 100000),
+            )
+        return onewire.OneWire(machine.Pin(spec["pin"]))
+
+    def adc(self, spec, where):
+        attenuation = spec.get("attenuation", "11db")
+        if attenuation not in _ATTENUATIONS:
+            raise ConfigError(
+                where + ": adc attenuation " + repr(attenuation) + " is not one of " + ", ".join(sorted(_ATTENUATIONS))
+            )
+        adc = machine.ADC(machine.Pin(spec["pin"]))
+        adc.atten(getattr(machine.ADC, _ATTENUATIONS[attenuation]))
+        return adc
+
+    def chip(self, kind, bus, address):
+        pass  # the chip is really there (or its driver counts the missing answers)

@@ -4,15 +4,8 @@ from firmware.drivers.bme280 import BME280
 from firmware.drivers.crc import crc8
 from firmware.drivers.ds18b20 import DS18B20, conversion_ms, onewire_crc
 from firmware.drivers.sht3x import SHT3x, sht_crc
-from firmware.hal.simbus import (
-    DATASHEET_TRIM,
-    FakeBME280,
-    FakeDS18B20,
-    FakeSHT3x,
-    SimI2C,
-    SimOneWire,
-    make_rom,
-)
+from firmware.sim.buses import SimI2C, SimOneWire
+from firmware.sim.chips import DATASHEET_TRIM, FakeBME280, FakeDS18B20, FakeSHT3x, make_rom
 from tests.dual.helpers import raises
 
 
@@ -222,3 +215,86 @@ def test_analog_linear_calibration():
 
 def test_crc8_of_nothing_is_its_init():
     assert crc8(b"", 0, 0, 0x31, 0xFF, False) == 0xFF
+
+
+# --- the one board-to-driver dispatch (firmware/sensors.py), with the simulator's wiring ------------
+
+
+class _Board:
+    """What the simulator's wiring needs of its board at start-up."""
+
+    def __init__(self):
+        self.animated = []
+
+    def now_ms(self):
+        return 1795311729979
+
+
+def _build(sensors, buses=None, replay=None):
+    from firmware.sensors import build_sensors
+    from firmware.sim.wiring import SimWiring
+
+    board = _Board()
+    config = {"sample_interval_ms": 1000, "sensors": sensors, "buses": buses or {}}
+    names, groups = build_sensors(config, SimWiring(board, replay))
+    return names, groups, board
+
+
+BUSES = {"i2c0": {"type": "i2c", "scl": 22, "sda": 21}, "ow": {"type": "onewire", "pin": 4}}
+
+
+def test_one_dispatch_makes_every_chip_and_shares_a_chip_between_its_channels():
+    names, groups, board = _build(
+        [
+            {"name": "t", "type": "bme280", "bus": "i2c0", "channel": "temperature"},
+            {"name": "p", "type": "bme280", "bus": "i2c0", "channel": "pressure"},
+            {"name": "rh", "type": "sht3x", "bus": "i2c0", "address": 0x45, "channel": "humidity"},
+            {"name": "probe", "type": "ds18b20", "bus": "ow", "resolution": 10},
+            {"name": "v", "type": "adc", "pin": 34, "scale": 2.0},
+            {"name": "sim", "type": "sim", "signal": "humidity"},
+        ],
+        BUSES,
+    )
+    assert names == ["t", "p", "rh", "probe", "v", "sim"]
+    kinds = [type(g.driver).__name__ for g in groups]
+    assert kinds == ["BME280", "SHT3x", "DS18B20", "Analog", "Signal"]
+    assert [len(g.channels) for g in groups] == [2, 1, 1, 1, 1]
+    assert groups[0].driver.i2c is groups[1].driver.i2c  # one bus, by its name
+    assert groups[1].driver.address == 0x45
+    assert groups[2].driver.conversion_ms == conversion_ms(10)
+    assert len(board.animated) == 3  # each emulated chip follows a signal
+    board.animated[0][0].set_temperature(30.0)
+    for group in groups:
+        assert group.driver.start(0)
+        assert group.driver.measure(group.driver.conversion_ms)
+        for value in group.driver.values:
+            assert not _isnan(value)
+    assert abs(groups[0].driver.values[0] - 30.0) < 0.05
+    assert 1.0 < groups[3].driver.values[0] < 5.0  # 1.65 V +- 0.5, times 2
+
+
+def test_dispatch_refuses_what_no_board_can_make_naming_the_sensor():
+    from firmware.errors import ConfigError
+
+    cases = [
+        ({"name": "x", "type": "ds18b20", "bus": "ow", "resolution": 13}, "sensor 'x': ds18b20 resolution"),
+        ({"name": "x", "type": "ds18b20", "bus": "ow", "rom": "28ff"}, "sensor 'x': rom '28ff' must be 16 hex"),
+        ({"name": "x", "type": "ds18b20", "bus": "ow", "rom": "2801020304050699"}, "sensor 'x': ds18b20 rom"),
+        ({"name": "x", "type": "bme280", "bus": "ow"}, "sensor 'x': bus 'ow' is not a configured i2c bus"),
+        ({"name": "x", "type": "sht3x", "bus": "nowhere"}, "sensor 'x': bus 'nowhere' is not a configured i2c"),
+        ({"name": "x", "type": "thermocouple"}, "sensor 'x': unknown sensor type 'thermocouple'"),
+        ({"name": "x", "type": "replay"}, "sensor 'x': type replay needs --replay"),
+        ({"name": "x", "type": "sim", "signal": "wind"}, "unknown simulated signal 'wind'"),
+    ]
+    for spec, message in cases:
+        exc = raises(ConfigError, _build, [spec], BUSES)
+        assert str(exc).startswith(message), str(exc)
+
+
+def test_a_ds18b20_by_rom_reads_its_own_chip():
+    rom = make_rom(9)
+    text = "".join("%02x" % b for b in rom)
+    _, groups, board = _build([{"name": "a", "type": "ds18b20", "bus": "ow", "rom": text}], BUSES)
+    driver = groups[0].driver
+    assert driver.rom == rom
+    assert board.animated[0][0].rom == rom

@@ -1,30 +1,25 @@
-# The simulated board for the MicroPython unix port: a real (optionally accelerated) clock, no radio,
-# and sensors that are simulated signals, replayed CSV rows, or real drivers talking to emulated chips
-# on simulated buses. Used by `fieldlink simulate`, the tests and the benchmarks. Making the drivers a
-# config asks for is in firmware/hal/simsetup.py, which is unloaded once the node runs.
+# The simulated board of the MicroPython unix port: a real (optionally accelerated) clock, no radio,
+# and emulated chips that follow simulated signals. Used by `fieldlink simulate`, the tests and the
+# benchmarks. Its start-up half, which makes the sources and chips a config asks for, is
+# firmware/sim/wiring.py, unloaded once the node runs.
 import time
 
-from firmware.hal import Board, ConfigError
+from firmware.errors import ConfigError
+from firmware.hal import Board
 
 
 class SimBoard(Board):
     name = "sim"
 
-    def __init__(self, replay_path=None, trace_path=None, duration_s=None, time_scale=1):
+    def __init__(self, trace_path=None, duration_s=None, time_scale=1):
         if time_scale < 1:
             raise ConfigError("--time-scale must be at least 1")
-        self.replay = None
-        if replay_path:
-            from firmware.drivers.replay import ReplayDriver
-
-            self.replay = ReplayDriver(replay_path)
         self._trace = open(trace_path, "ab") if trace_path else None
         self.time_scale = time_scale
         self._start_ticks = time.ticks_ms()
         self._start_ms = time.time_ns() // 1000000
         self.duration_ms = int(duration_s * 1000) if duration_s else None
-        self.seeds = 0  # simulated sensors made so far: each gets its own noise
-        self.chips = None  # emulated buses and chips, loaded when a config asks for them
+        self.animated = []  # (emulated chip, signal) pairs, moved along before each measurement
 
     # --- time: scaled by time_scale, so minutes of device time pass in seconds -------------------
     def _elapsed(self):
@@ -50,20 +45,10 @@ class SimBoard(Board):
     def connect_network(self, wifi):
         return True  # the unix port is always on the network
 
-    # --- sensors -------------------------------------------------------------------------------------
-    def sensor_specs(self, config):
-        from firmware.hal.simsetup import sensor_specs
-
-        return sensor_specs(self, config)
-
-    def driver_for(self, spec, config, where):
-        from firmware.hal.simsetup import driver_for
-
-        return driver_for(self, spec, config, where)
-
     def before_measure(self, now_ms):
-        if self.chips is not None:
-            self.chips.animate(now_ms)
+        """Move the emulated chips along their signals, as the world outside a real chip would."""
+        for chip, signal in self.animated:
+            chip.set_temperature(signal.read(now_ms))
 
     def trace(self, payload):
         if self._trace:

@@ -1,5 +1,5 @@
-# A simulated signal, which is also a driver (the CSV replay is in firmware/drivers/replay.py). The
-# kinds of signal, and the checks on them, are in firmware/hal/simsetup.py.
+# A simulated signal: a driver of its own (sensor type "sim"), an ADC's input, or what an emulated
+# chip measures. The kinds of signal are in firmware/sim/wiring.py, which makes them at start-up.
 import math
 
 from firmware.drivers import Driver
@@ -33,3 +33,7 @@ class Signal(Driver):
     def measure(self, now):
         self.values[0] = self.read(self.clock())
         return True
+
+    def read_uv(self):
+        """As an ADC's input (machine.ADC.read_uv): the signal in volts, as microvolts."""
+        return int(self.read(self.clock()) * 1000000)

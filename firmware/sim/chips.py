@@ -1,42 +1,11 @@
-# Emulated buses and chips for the unix port: an I2C bus with a BME280 and an SHT3x, a 1-Wire bus
-# with DS18B20s. They answer as the chips do (registers, commands, CRCs, a NACK or no presence pulse
-# when absent), so the real drivers run against them in tests and in simulated nodes.
+# Emulated chips for the unix port: a BME280 and an SHT3x (I2C), DS18B20s (1-Wire). They answer as the
+# chips do (registers, commands, CRCs), so the real drivers run against them in tests and in simulated
+# nodes; attach them to the buses of firmware/sim/buses.py.
 import errno
 import struct
 
 from firmware.drivers.ds18b20 import onewire_crc
 from firmware.drivers.sht3x import sht_crc
-
-
-class SimI2C:
-    """machine.I2C's calls, routed to emulated chips by address; no chip: OSError(ENODEV)."""
-
-    def __init__(self):
-        self.devices = {}
-
-    def attach(self, address, chip):
-        self.devices[address] = chip
-        return chip
-
-    def _chip(self, address):
-        chip = self.devices.get(address)
-        if chip is None:
-            raise OSError(errno.ENODEV)
-        return chip
-
-    def readfrom_mem_into(self, address, register, buf):
-        self._chip(address).read_registers(register, buf)
-
-    def writeto_mem(self, address, register, buf):
-        self._chip(address).write_registers(register, buf)
-
-    def readfrom_into(self, address, buf):
-        self._chip(address).read(buf)
-
-    def writeto(self, address, buf):
-        self._chip(address).write(buf)
-        return len(buf)
-
 
 # The worked example of Bosch's BMP280/BME280 datasheets (section 8.1 of BMP280's): these trims with
 # adc_T = 519888, adc_P = 415148 give 25.08 degC (t_fine 128422) and 100653.27 Pa.
@@ -96,6 +65,10 @@ class FakeBME280:
         self.adc_t, self.adc_p, self.adc_h = adc_t, adc_p, adc_h
         self.measurements = 0
 
+    def set_temperature(self, celsius):
+        """About 3174 ADC counts per degree with the datasheet's trims (25.08 degC at 519888)."""
+        self.adc_t = 519888 + int((celsius - 25.08) * 3174)
+
     def read_registers(self, register, buf):
         for i in range(len(buf)):
             buf[i] = self.registers[(register + i) & 0xFF]
@@ -119,6 +92,9 @@ class FakeSHT3x:
         self.humidity = humidity
         self.corrupt_crc = False
         self._ready = None
+
+    def set_temperature(self, celsius):
+        self.temperature = celsius
 
     @staticmethod
     def raw_temperature(celsius):
@@ -151,6 +127,14 @@ class FakeDS18B20:
         self.corrupt_crc = False
         self.conversions = 0
 
+    def set_temperature(self, celsius):
+        self.temperature = celsius
+
+    def write_scratchpad(self, data):
+        """TH, TL and the configuration register (the resolution)."""
+        self.scratchpad[2:5] = data
+        self.scratchpad[8] = onewire_crc(self.scratchpad, 0, 8)
+
     @staticmethod
     def raw(celsius):
         return int(celsius * 16) & 0xFFFF
@@ -170,79 +154,3 @@ def make_rom(serial, family=0x28):
         rom[1 + i] = (serial >> (8 * i)) & 0xFF
     rom[7] = onewire_crc(rom, 0, 7)
     return bytes(rom)
-
-
-class SimOneWire:
-    """onewire.OneWire's calls; the chips follow ROM and function commands as on a real bus."""
-
-    def __init__(self):
-        self.devices = []
-        self._selected = []
-        self._state = "idle"
-        self._pending = bytearray()
-
-    def attach(self, chip):
-        self.devices.append(chip)
-        return chip
-
-    def reset(self, required=False):
-        self._state = "rom"
-        self._selected = []
-        present = bool(self.devices)
-        if required and not present:
-            raise OSError(errno.EIO)
-        return present
-
-    def select_rom(self, rom):
-        self.reset()
-        self.writebyte(0x55)
-        self.write(rom)
-
-    def write(self, buf):
-        for byte in buf:
-            self.writebyte(byte)
-
-    def writebyte(self, byte):
-        state = self._state
-        if state == "rom":
-            if byte == 0xCC:
-                self._selected = list(self.devices)
-                self._state = "function"
-            elif byte == 0x55:
-                self._pending = bytearray()
-                self._state = "match"
-            else:
-                self._state = "idle"
-        elif state == "match":
-            self._pending.append(byte)
-            if len(self._pending) == 8:
-                self._selected = [d for d in self.devices if d.rom == bytes(self._pending)]
-                self._state = "function"
-        elif state == "function":
-            if byte == 0x44:
-                for chip in self._selected:
-                    chip.convert()
-                self._state = "idle"
-            elif byte == 0xBE:
-                self._state = "read"
-            elif byte == 0x4E:
-                self._pending = bytearray()
-                self._state = "write_scratchpad"
-            else:
-                self._state = "idle"
-        elif state == "write_scratchpad":
-            self._pending.append(byte)
-            if len(self._pending) == 3:
-                for chip in self._selected:
-                    chip.scratchpad[2:5] = self._pending
-                    chip.scratchpad[8] = onewire_crc(chip.scratchpad, 0, 8)
-                self._state = "idle"
-
-    def readinto(self, buf):
-        if self._state != "read" or len(self._selected) != 1:
-            for i in range(len(buf)):  # nobody drives the bus (or several do): all ones
-                buf[i] = 0xFF
-            return
-        scratchpad = self._selected[0].scratchpad
-        for i in range(len(buf)):
-            buf[i] = scratchpad[i] if i < 9 else 0xFF

@@ -2,7 +2,7 @@
 import math
 
 from firmware.drivers import Driver
-from firmware.hal import ConfigError
+from firmware.errors import ConfigError
 
 
 class ReplayDriver(Driver):
