@@ -1,10 +1,11 @@
 # The node application: sample sensors, filter, batch, keep batches in the outbox until the broker
 # has them. One loop and no asyncio: each turn samples the sensors that are due, runs the timed
-# filters and the batch age limit, moves MQTT bytes, then waits on the socket until the next thing is
-# due. Nothing in it blocks, so a slow or absent network never costs a sample; and it needs no tasks
-# or coroutines in RAM. Everything that touches hardware or time comes from the board, so this runs
-# unchanged on the unix port. Config checking and building the sensors live in firmware/config.py and
-# firmware/sensors.py, which run before this module is imported and are unloaded then.
+# filters and the batch age limit, takes a step of the publisher (firmware/publisher.py), then waits
+# on the socket until the next thing is due. Nothing in it blocks, so a slow or absent network never
+# costs a sample; and it needs no tasks or coroutines in RAM. Everything that touches hardware or
+# time comes from the board, so this runs unchanged on the unix port. Config checking and building
+# the sensors live in firmware/config.py and firmware/sensors.py, which run before this module is
+# imported and are unloaded then.
 import gc
 import json
 import select
@@ -14,37 +15,35 @@ from micropython import const
 
 from firmware.batcher import Batcher
 from firmware.errors import ConfigError
-from firmware.mqtt import DOWN, UP, MQTTClient, MQTTError
+from firmware.mqtt import MQTTClient
 from firmware.outbox import Outbox
+from firmware.publisher import Publisher
 from shared import protocol
 
 _HOUSEKEEPING_MS = const(100)
-_FIRST_BACKOFF_MS = const(500)
-_MAX_BACKOFF_MS = const(30000)
-_ONLINE = "online"  # marks the status publish in flight, as opposed to a batch
 
 
 class Node:
     def __init__(self, board, config, tls, sensor_names, groups, config_error=None):
         self.board = board
         broker = config["broker"]
-        self.client = MQTTClient(
-            config["device_id"],
+        device_id = config["device_id"]
+        status_topic = protocol.status_topic(device_id)
+        client = MQTTClient(
+            device_id,
             broker["host"],
             broker["port"],
             ssl_context=tls,
             server_hostname=broker.get("server_hostname", broker["host"]),
             keepalive_s=broker.get("keepalive_s", 30),
             timeout_ms=broker.get("timeout_ms", 10000),
-            will=(protocol.status_topic(config["device_id"]), protocol.encode_status(False), True, 1),
+            will=(status_topic, protocol.encode_status(False), True, 1),
         )
         # Only what the node needs later is kept: the parsed config dict would hold RAM for nothing.
-        self.wifi = config.get("wifi")
         self.drain_timeout_ms = config["drain_timeout_ms"]
         self.config_error = config_error  # why the node runs on its last good config, if it does
-        self.device_id = config["device_id"]
+        self.device_id = device_id
         self.cert_id = config.get("cert_id")  # the certificate in use, named in the status
-        self.data_topic = protocol.data_topic(self.device_id)
         self.sensor_names = sensor_names
         self.groups = groups
         batch = config["batch"]
@@ -53,12 +52,18 @@ class Node:
             self.outbox = Outbox(config["outbox"]["capacity"], config["outbox"]["max_bytes"])
         except ValueError as exc:
             raise ConfigError(str(exc))
+        # Network time is real time, whatever the board's clock does: the time module is the clock.
+        self.publisher = Publisher(
+            client,
+            self.outbox,
+            board,
+            config.get("wifi"),
+            protocol.data_topic(device_id),
+            status_topic,
+            self.status,
+            time,
+        )
         self.read_errors = 0
-        self.reconnects = 0
-        self._sending = None  # what the publish in flight carries: _ONLINE or a batch of the outbox
-        self._announced = False  # the retained "online" status went out on this connection
-        self._retry_at = 0
-        self._backoff = _FIRST_BACKOFF_MS
         self._poller = select.poll()
         self._polled = None  # the socket registered with the poller
 
@@ -70,7 +75,7 @@ class Node:
             "dropped": self.outbox.dropped,
             "read_errors": self.read_errors,
             "driver_errors": driver_errors,
-            "reconnects": self.reconnects,
+            "reconnects": self.publisher.reconnects,
             "queued": len(self.outbox),
             "queued_bytes": self.outbox.bytes,
         }
@@ -140,51 +145,10 @@ class Node:
             self._enqueue(self.batcher.flush())
         self.board.feed_watchdog()
 
-    # --- publishing ----------------------------------------------------------------------------------
-    def _network(self):
-        """One step of the connection: (re)connect with backoff, announce, publish the outbox's head."""
-        client = self.client
-        try:
-            if client.state == DOWN:
-                if time.ticks_diff(time.ticks_ms(), self._retry_at) < 0:
-                    return
-                if not self.board.connect_network(self.wifi):
-                    raise MQTTError("no network")
-                self._announced = False
-                self._sending = None
-                client.connect(clean_session=True)
-            client.step()
-            if client.state != UP or client.inflight:
-                return
-            sent = self._sending
-            if sent is not None:  # acknowledged by the broker
-                self._sending = None
-                if sent is _ONLINE:
-                    self._backoff = _FIRST_BACKOFF_MS
-                    print("connected to", client.host, client.port)
-                elif self.outbox.peek() is sent:
-                    # Pop only the batch the broker has: if the ring dropped it meanwhile, the head is
-                    # another batch that still waits its turn.
-                    self.outbox.pop()
-            if not self._announced:
-                self._announced = True
-                self._sending = _ONLINE
-                client.publish(protocol.status_topic(self.device_id), self.status(True), retain=True)
-            elif len(self.outbox):
-                self._sending = self.outbox.peek()
-                client.publish(self.data_topic, self._sending, qos=1)
-        except Exception as exc:  # MQTTError, a Wi-Fi or config problem: retry, never stop
-            # A batch in flight stays in the outbox and goes again after the reconnect.
-            client.close()
-            self._sending = None
-            self.reconnects += 1
-            print("mqtt:", exc, "; retrying in", self._backoff, "ms")
-            self._retry_at = time.ticks_add(time.ticks_ms(), self._backoff)
-            self._backoff = min(self._backoff * 2, _MAX_BACKOFF_MS)
-
     def _wait(self, ms):
         """Sleep up to ms of device time, waking early when the socket has something for us."""
-        sock = self.client.sock
+        client = self.publisher.client
+        sock = client.sock
         if sock is not self._polled:
             if self._polled is not None:
                 try:
@@ -195,7 +159,7 @@ class Node:
             if sock is not None:
                 self._poller.register(sock, select.POLLIN)
         if sock is not None:
-            self._poller.modify(sock, select.POLLIN | (select.POLLOUT if self.client.out else 0))
+            self._poller.modify(sock, select.POLLIN | (select.POLLOUT if client.out else 0))
         self.board.wait_ms(ms, self._poller if sock is not None else None)
 
     def _print_heap(self):
@@ -215,6 +179,7 @@ class Node:
 
     def run(self, stats_every_s=None):
         board = self.board
+        publisher = self.publisher
         self._started_ms = board.now_ms()
         now = board.ticks_ms()
         for group in self.groups:
@@ -248,9 +213,11 @@ class Node:
                     # Sampling is over (unix port: duration or replay ended): a bounded time to drain.
                     self._enqueue(self.batcher.flush())
                     drain_deadline = time.ticks_add(time.ticks_ms(), self.drain_timeout_ms)
-            self._network()
+            publisher.step()
             if not sampling and (
-                not len(self.outbox) and self._sending is None or time.ticks_diff(time.ticks_ms(), drain_deadline) > 0
+                not len(self.outbox)
+                and publisher.sending is None
+                or time.ticks_diff(time.ticks_ms(), drain_deadline) > 0
             ):
                 break
             if sampling:
@@ -265,14 +232,5 @@ class Node:
         self._stop()
 
     def _stop(self):
-        client = self.client
-        if client.state == UP:
-            try:
-                client.publish(protocol.status_topic(self.device_id), self.status(False), retain=True)
-                while client.inflight:
-                    self._wait(20)
-                    client.step()
-            except MQTTError:
-                pass
-            client.disconnect()
+        self.publisher.stop(self._wait)
         print("stopped:", json.dumps(self.counters()))

@@ -3,7 +3,9 @@
 # the bytes that can move and returns, so sampling never stops for the network. One publish in flight
 # at a time: a batch carries many readings, so a window of one keeps the RAM cost fixed and the order
 # simple. It publishes only (a config or command topic would add SUBSCRIBE and incoming PUBLISH).
-# Network time is real time (time.ticks_ms), whatever the board's clock does.
+# Network time is real time (time.ticks_ms), whatever the board's clock does. The socket module and
+# the clock are the client's arguments (by default `socket` and `time`), so tests script both
+# (tests/dual/test_mqtt.py). Errors are compared by name: ESP32's lwIP numbers them unlike Linux.
 import errno
 import socket
 import struct
@@ -52,11 +54,32 @@ def _string(out, data):
     out.extend(data)
 
 
+def _would_block(exc):
+    """A non-blocking socket with nothing to give or take. MicroPython's streams return None then, but
+    lwIP on ESP32 may raise EAGAIN, or ETIMEDOUT from a socket (or TLS layer) that has a timeout,
+    in the middle of a packet: none of these is a lost connection."""
+    return exc.errno in (errno.EAGAIN, errno.ETIMEDOUT)
+
+
 class MQTTClient:
     def __init__(
-        self, client_id, host, port, ssl_context=None, server_hostname=None, keepalive_s=30, timeout_ms=10000, will=None
+        self,
+        client_id,
+        host,
+        port,
+        ssl_context=None,
+        server_hostname=None,
+        keepalive_s=30,
+        timeout_ms=10000,
+        will=None,
+        net=socket,
+        clock=time,
     ):
-        # will: (topic, payload, retain, qos), published by the broker if the connection is lost
+        # will: (topic, payload, retain, qos), published by the broker if the connection is lost.
+        # net: getaddrinfo(), socket() and SOCK_STREAM as the socket module has them; clock:
+        # ticks_ms(), ticks_diff() and ticks_add() as the time module has them.
+        self.net = net
+        self.clock = clock
         self.client_id = client_id
         self.host = host
         self.port = port
@@ -83,9 +106,10 @@ class MQTTClient:
     def connect(self, clean_session=True):
         """Open the socket and queue CONNECT; step() completes the handshakes. Raises MQTTError."""
         self.close()
+        net = self.net
         try:
-            address = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0]
-            sock = socket.socket(address[0], address[1], address[2])
+            address = net.getaddrinfo(self.host, self.port, 0, net.SOCK_STREAM)[0]
+            sock = net.socket(address[0], address[1], address[2])
             self.sock = sock
             sock.setblocking(False)
             try:
@@ -114,7 +138,7 @@ class MQTTClient:
         self.out.append(header)
         self.out.append(packet)
         self.state = CONNECTING
-        self._since = self._last_rx = self._last_tx = time.ticks_ms()
+        self._since = self._last_rx = self._last_tx = self.clock.ticks_ms()
 
     def publish(self, topic, payload, qos=1, retain=False):
         """Queue a PUBLISH; with qos=1 `inflight` holds its packet id until the broker acknowledges it."""
@@ -128,10 +152,10 @@ class MQTTClient:
             self._pid = self._pid % 65535 + 1
             header.extend(struct.pack("!H", self._pid))
             self.inflight = self._pid
-            self._since = time.ticks_ms()
+            self._since = self.clock.ticks_ms()
         self.out.append(header)
         self.out.append(payload)
-        self._last_tx = time.ticks_ms()
+        self._last_tx = self.clock.ticks_ms()
         self.step()
 
     def step(self):
@@ -146,18 +170,19 @@ class MQTTClient:
             raise
         except Exception as exc:  # OSError, TLS alerts: the connection is gone
             self._fail(("connection lost: " if self.state == UP else "cannot connect: ") + repr(exc))
-        now = time.ticks_ms()
+        clock = self.clock
+        now = clock.ticks_ms()
         if self.state == CONNECTING:
-            if time.ticks_diff(now, self._since) > self.timeout_ms:
+            if clock.ticks_diff(now, self._since) > self.timeout_ms:
                 self._fail(
                     "no CONNACK from " + self.host + ":" + str(self.port) + " within " + str(self.timeout_ms) + " ms"
                 )
             return
-        if self.inflight and time.ticks_diff(now, self._since) > self.timeout_ms:
+        if self.inflight and clock.ticks_diff(now, self._since) > self.timeout_ms:
             self._fail("no PUBACK for packet " + str(self.inflight))
-        if time.ticks_diff(now, self._last_rx) > self.keepalive_ms * 3 // 2:
+        if clock.ticks_diff(now, self._last_rx) > self.keepalive_ms * 3 // 2:
             self._fail("the broker went silent (keep-alive)")
-        if not self.out and time.ticks_diff(now, self._last_tx) >= self.keepalive_ms // 2:
+        if not self.out and clock.ticks_diff(now, self._last_tx) >= self.keepalive_ms // 2:
             self.out.append(_PINGREQ)
             self._last_tx = now
             self._write()
@@ -165,7 +190,12 @@ class MQTTClient:
     def _write(self):
         out = self.out
         while out:
-            n = self.sock.write(out[0])
+            try:
+                n = self.sock.write(out[0])
+            except OSError as exc:
+                if _would_block(exc):
+                    return
+                raise
             if n is None:  # the socket (or the TLS handshake) would block
                 return
             if n < len(out[0]):
@@ -194,13 +224,18 @@ class MQTTClient:
                     elif kind == _PUBACK and (rx[2] << 8 | rx[3]) == self.inflight:
                         self.inflight = 0
                     continue
-            n = self.sock.readinto(self._rx_into[self._rx_len])
+            try:
+                n = self.sock.readinto(self._rx_into[self._rx_len])
+            except OSError as exc:
+                if _would_block(exc):
+                    return
+                raise
             if n is None:
                 return
             if not n:
                 self._fail("connection closed by the broker")
             self._rx_len += n
-            self._last_rx = time.ticks_ms()
+            self._last_rx = self.clock.ticks_ms()
 
     def _fail(self, reason):
         self.close()
