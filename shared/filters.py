@@ -39,20 +39,25 @@ class Filter:
 
 
 class Or(Filter):
-    """Every child sees every value; the first child that lets a value through passes it on."""
+    """ESPHome's `or`: every child sees every value, and of what the children emit (by process or
+    later by poll) only the first result after each input goes on; the rest is dropped until the
+    next input (ESPHome's OrFilter and its PhiNode with has_value_)."""
 
     def __init__(self, children):
         self.children = children
+        self.has_value = False
         self.timed = False
         for child in children:
             if child.timed:
                 self.timed = True
 
     def process(self, value, now):
+        self.has_value = False
         result = None
         for child in self.children:
             out = child.process(value, now)
-            if result is None:
+            if out is not None and not self.has_value:
+                self.has_value = True
                 result = out
         return result
 
@@ -60,7 +65,8 @@ class Or(Filter):
         result = None
         for child in self.children:
             out = child.poll(now)
-            if result is None:
+            if out is not None and not self.has_value:
+                self.has_value = True
                 result = out
         return result
 

@@ -141,7 +141,7 @@ def test_valid_config_compiles_filters_for_the_node() -> None:
     compiled = compile_sensing(sensing)
     assert compiled["sensors"][0]["filters"] == [
         ["median", 5, 5, 1],
-        ["linear", [[2.0, 1.0, None]]],
+        ["calibrate_linear", [[2.0, 1.0, None]]],
         ["timeout", 60000, None],
         ["round", 1],
     ]

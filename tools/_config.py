@@ -219,7 +219,7 @@ class Sensing(_Strict):
             try:
                 compile_chain(sensor.filters)
             except FilterConfigError as exc:
-                problems.append(f"{where}: {exc}")
+                problems.extend(f"{where}: {problem}" for problem in exc.problems)
         if not problems:
             problems += self._check_heap()
         if problems:

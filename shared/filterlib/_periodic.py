@@ -3,7 +3,9 @@ from shared.filters import Filter, ticks_add, ticks_diff
 
 
 class _Periodic(Filter):
-    """A timer firing every period from the first time the filter sees the clock."""
+    """A timer firing every period from the first time the filter sees the clock. After a stalled
+    loop it fires once (no burst of missed beats) and keeps its phase: the next beat is the next
+    point of the original grid (start + k * period), not now + period."""
 
     timed = True
 
@@ -19,9 +21,8 @@ class _Periodic(Filter):
 
     def _due(self, now):
         self._start(now)
-        if ticks_diff(now, self.next) < 0:
+        late = ticks_diff(now, self.next)
+        if late < 0:
             return False
-        self.next = ticks_add(self.next, self.period)
-        if ticks_diff(now, self.next) >= 0:  # missed beats (a long stall): realign instead of bursting
-            self.next = ticks_add(now, self.period)
+        self.next = ticks_add(self.next, (late // self.period + 1) * self.period)
         return True

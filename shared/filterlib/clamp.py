@@ -1,19 +1,21 @@
-# clamp: bounds, or drop what is out of range (see shared/filters.py).
-from shared.filters import INF, Filter, isnan
+# clamp: bounds, or drop what is out of range (see docs/filters.md).
+from shared.filters import Filter
 
 
 class Clamp(Filter):
+    """ESPHome's ClampFilter: with a bound set, a value that is not within it (NaN included, since
+    !(NaN >= min)) becomes the bound, or is dropped with ignore_out_of_range. An unset bound (null)
+    checks nothing."""
+
     def __init__(self, low, high, ignore_out_of_range):
-        self.low = -INF if low is None else low
-        self.high = INF if high is None else high
+        self.low = low
+        self.high = high
         self.ignore = ignore_out_of_range
 
     def process(self, value, now):
-        if isnan(value):
-            return value
-        if value < self.low:
+        if self.low is not None and not value >= self.low:
             return None if self.ignore else self.low
-        if value > self.high:
+        if self.high is not None and not value <= self.high:
             return None if self.ignore else self.high
         return value
 

@@ -1,18 +1,20 @@
-# filter_out: drop given values (NaN too, if asked) (see shared/filters.py).
-from shared.filters import Filter, isnan
+# filter_out: drop given values, compared at the sensor's accuracy decimals (see docs/filters.md).
+from shared.filterlib._rounding import matches, roundf
+from shared.filters import Filter
 
 
 class FilterOut(Filter):
-    def __init__(self, values, nan):
-        self.values = values
-        self.nan = nan  # drop NaN too
+    """ESPHome's FilterOutValueFilter: drop a value that equals a listed one once both are rounded
+    to the sensor's accuracy decimals (roundf(x * 10^decimals)); NaN is dropped if NaN is listed."""
+
+    def __init__(self, values, nan, decimals=0):
+        self.scale = 10.0**decimals
+        self.targets = [roundf(v * self.scale) for v in values]
+        self.nan = nan
 
     def process(self, value, now):
-        if isnan(value):
-            return None if self.nan else value
-        for v in self.values:
-            if value == v:
-                return None
+        if matches(value, self.scale, self.targets, self.nan):
+            return None
         return value
 
 

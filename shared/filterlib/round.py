@@ -1,27 +1,20 @@
-# round: to a number of decimals, half away from zero (see shared/filters.py).
-import math
-
-from shared.filters import INF, Filter
-
-_NEG_INF = -INF  # made once: negating INF in process() would allocate a float per sample
-
-
-def _round_half_away(x):
-    # ESPHome's roundf(); Python's round() rounds half to even, and MicroPython's differs again.
-    return math.floor(x + 0.5) if x >= 0 else -math.floor(-x + 0.5)
+# round: to a number of decimals, halves away from zero (see docs/filters.md).
+from shared.filterlib._rounding import roundf
+from shared.filters import Filter
 
 
 class Round(Filter):
+    """ESPHome's RoundFilter: roundf(value * 10^decimals) / 10^decimals for finite values; NaN and
+    the infinities pass unchanged. A value so large that the scaled form overflows becomes
+    +-inf, as roundf(inf) / 10^decimals does in ESPHome."""
+
     def __init__(self, decimals):
         self.scale = 10.0**decimals
 
     def process(self, value, now):
-        if not _NEG_INF < value < INF:  # NaN and the infinities pass unchanged
+        if value - value != 0.0:  # NaN or an infinity: unchanged
             return value
-        scaled = value * self.scale
-        if not _NEG_INF < scaled < INF:  # too large to have decimals: already as round as it gets
-            return value
-        return _round_half_away(scaled) / self.scale
+        return roundf(value * self.scale) / self.scale
 
 
 make = Round

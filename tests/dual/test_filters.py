@@ -4,6 +4,7 @@ from shared.filter_config import FilterConfigError, build_chain, parse_duration_
 from tests.dual.helpers import raises
 
 NAN = float("nan")
+INF = float("inf")
 
 
 def run(specs, samples, poll_every=None):
@@ -48,7 +49,9 @@ def test_calibrate_linear_least_squares():
 
 
 def test_calibrate_linear_exact_is_piecewise():
-    spec = [{"calibrate_linear": {"method": "exact", "datapoints": [[10, 100], [0, 0], [20, 120]]}}]
+    # ESPHome refuses exact datapoints whose x are not in ascending order (this vector listed them
+    # unsorted before; see docs/filters.md).
+    spec = [{"calibrate_linear": {"method": "exact", "datapoints": [[0, 0], [10, 100], [20, 120]]}}]
     # Below the first point the first segment extends, above the last the last one does.
     assert values(spec, [-5.0, 0.0, 5.0, 10.0, 15.0, 20.0, 30.0]) == [
         -50.0,
@@ -71,11 +74,13 @@ def test_calibrate_polynomial():
 
 
 def test_clamp():
+    # NaN is not within any bound: ESPHome's !(value >= min) makes it min (it passed unchanged here
+    # before; see docs/filters.md).
     assert values([{"clamp": {"min_value": 0, "max_value": 100}}], [-5.0, 50.0, 150.0, NAN]) == [
         0.0,
         50.0,
         100.0,
-        "nan",
+        0.0,
     ]
     spec = [{"clamp": {"min_value": 0, "max_value": 100, "ignore_out_of_range": True}}]
     assert values(spec, [-5.0, 50.0, 150.0, 100.0]) == [50.0, 100.0]
@@ -87,9 +92,11 @@ def test_round_is_half_away_from_zero():
     assert values([{"round": 0}], [0.5, 1.5, 2.5, -0.5]) == [1.0, 2.0, 3.0, -1.0]
 
 
-def test_rounding_a_value_too_large_to_scale_returns_it_unchanged():
-    # value * 10**decimals (or value / multiple) overflows to inf; flooring inf would raise.
-    assert values([{"round": 2}], [1e307, -1e307]) == [1e307, -1e307]
+def test_rounding_a_value_whose_scaled_form_overflows():
+    # round: ESPHome's roundf(value * 10^decimals) / 10^decimals is +-inf once the product overflows
+    # (this vector expected the value unchanged before; see docs/filters.md).
+    assert values([{"round": 2}], [1e307, -1e307]) == [INF, -INF]
+    # round_to_multiple_of: value - remainderf(value, multiple) is exact, never overflows.
     assert values([{"round_to_multiple_of": 0.5}], [1.7e308, -1.7e308]) == [1.7e308, -1.7e308]
 
 
@@ -205,15 +212,17 @@ def test_timeout_sends_value_once_when_quiet():
 
 
 def test_delta_absolute_and_percent():
-    assert values([{"delta": 1.0}], [10.0, 10.5, 11.0, 10.2, 9.9, NAN, NAN, 9.0]) == [
+    # ESPHome passes a change strictly above delta (>= before, see docs/filters.md), and after a
+    # number never a NaN (|NaN - last| > delta is false).
+    assert values([{"delta": 1.0}], [10.0, 10.5, 11.0, 11.5, 10.2, 9.1, NAN, NAN, 8.0]) == [
         10.0,
-        11.0,
-        9.9,
-        "nan",
-        9.0,
+        11.5,
+        10.2,
+        9.1,
+        8.0,
     ]
     # Percent: the threshold is 10 % of the last value passed.
-    assert values([{"delta": "10%"}], [100.0, 109.0, 110.0, 100.0, 98.0]) == [100.0, 110.0, 98.0]
+    assert values([{"delta": "10%"}], [100.0, 109.0, 110.0, 110.5, 121.0, 121.6]) == [100.0, 110.5, 121.6]
 
 
 def test_or_passes_what_any_child_passes_once():
