@@ -205,3 +205,21 @@ def test_device_configure_writes_compiled_filters(stack: StackInfo, uid: str, tm
     assert config["sensors"] == [
         {"name": "t", "type": "sim", "signal": "temperature", "period_s": 600.0, "filters": [["skip_initial", 2]]}
     ]
+
+
+def test_filter_checker_survives_100000_deep_or_and_a_40_mb_name() -> None:
+    from shared.filter_config import FilterConfigError, compile_chain
+
+    deep: list[Any] = []
+    inner = deep
+    for _ in range(100_000):
+        nested: list[Any] = []
+        inner.append({"or": nested})
+        inner = nested
+    with pytest.raises(FilterConfigError) as caught:
+        compile_chain(deep)
+    assert caught.value.problems[-1].endswith("'or' nested more than 8 deep")
+    with pytest.raises(FilterConfigError) as caught:
+        compile_chain([{"n" * 40_000_000: 1}, {"round": 99}])
+    assert [len(p) < 200 for p in caught.value.problems] == [True, True]
+    assert caught.value.problems[1] == "filters[1] (round): decimals must be an integer from 0 to 10, got 99"

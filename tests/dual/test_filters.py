@@ -307,3 +307,211 @@ def test_compiled_chains_are_checked_on_the_node():
         assert str(raises(ValueError, from_compiled, bad)).startswith("filter 0: unknown")
     assert str(raises(ValueError, from_compiled, [["round", 1], ["median", 5]])).startswith("filter 1 (median):")
     raises(ValueError, from_compiled, {"offset": 1})
+
+
+# --- The registry ---------------------------------------------------------------------------------
+
+
+def test_every_registered_filter_has_a_runtime_module_and_a_spec():
+    from shared.filter_config import spec_names
+    from shared.filterlib import NAMES, runtime
+
+    assert sorted(NAMES) == spec_names()
+    assert len(set(NAMES)) == len(NAMES)
+    for name in NAMES:
+        if name != "or":
+            assert callable(runtime(name).make), name
+
+
+# --- ESPHome conformance at the edges (docs/filters.md says where each comes from) ---------------
+
+
+def test_or_forwards_only_the_first_result_after_each_input():
+    # Both children pass 1.0: one output. Then the heartbeat's beats: the first after an input that
+    # produced nothing goes on, later ones are dropped until the next input (OrFilter::PhiNode).
+    spec = [{"or": [{"offset": 1}, {"multiply": 10}]}]
+    assert values(spec, [1.0, 2.0]) == [2.0, 3.0]
+    spec = [{"or": [{"heartbeat": "1s"}, {"filter_out": 5}]}]
+    samples = [(0, 5.0), (3500, 6.0), (3600, 5.0), (4100, 5.0)]
+    assert run(spec, samples, poll_every=100) == [(1000, 5.0), (3500, 6.0), (4000, 5.0)]
+
+
+def test_clamp_nan_and_infinities():
+    spec = [{"clamp": {"min_value": -1, "max_value": 1}}]
+    assert values(spec, [NAN, INF, -INF, 0.5]) == [-1.0, 1.0, -1.0, 0.5]
+    # Only a max: NaN is not <= max, so it becomes max; -inf is within.
+    assert values([{"clamp": {"max_value": 1}}], [NAN, -INF]) == [1.0, -INF]
+    assert values([{"clamp": {"min_value": 0, "ignore_out_of_range": True}}], [NAN, INF, -1.0]) == [INF]
+
+
+def test_calibrate_polynomial_with_infinite_input_is_a_power_sum():
+    # x^2 - 2x + 3 (coefficients 3, -2, 1): +inf + -inf terms give NaN in ESPHome's power sum.
+    spec = [{"calibrate_polynomial": {"degree": 2, "datapoints": [[0, 3], [1, 2], [2, 3], [3, 6]]}}]
+    assert values(spec, [INF, -INF, NAN]) == ["nan", INF, "nan"]  # -inf: 3 + inf + inf
+    # y = 2x (coefficients 0, 2): 0 * 1 + 2 * inf = inf.
+    spec = [{"calibrate_polynomial": {"degree": 1, "datapoints": [[0, 0], [1, 2]]}}]
+    assert values(spec, [INF, -INF]) == [INF, -INF]
+
+
+def test_timer_phase_is_kept_after_a_stalled_loop():
+    # Beats at 1000, 2000, ...; the loop stalls from 1200 to 4500: one beat at 4500, then 5000.
+    chain = build_chain([{"heartbeat": "1s"}])
+    assert chain.process(1.0, 0) is None
+    assert chain.poll(1000) == 1.0
+    assert chain.process(3.0, 1200) is None
+    assert [chain.poll(t) for t in (4500, 4600, 4999, 5000, 5999, 6000)] == [3.0, None, None, 3.0, None, 3.0]
+    chain = build_chain([{"throttle_average": "1s"}])
+    chain.process(2.0, 0)
+    chain.process(4.0, 900)
+    assert chain.poll(3700) == 3.0  # late, once
+    chain.process(10.0, 3800)
+    assert chain.poll(3999) is None
+    assert chain.poll(4000) == 10.0  # back on the grid of 1000s
+
+
+def test_round_ties_and_overflow():
+    assert values([{"round": 0}], [0.5, 1.5, 2.5, -0.5, -2.5, 0.49999999999999994]) == [1.0, 2.0, 3.0, -1.0, -3.0, 0.0]
+    assert values([{"round": 2}], [1.005, 2.675, NAN, INF]) == [1.0, 2.68, "nan", INF]  # 1.005 is 1.00499...
+    assert values([{"round": 10}], [1e300, -1e299]) == [INF, -INF]  # 1e310, -1e309 overflow
+    assert values([{"round": 0}], [1e300, -1.7e308]) == [1e300, -1.7e308]
+    assert values([{"round_to_multiple_of": 10}], [5.0, 15.0, -25.0, 35.0]) == [0.0, 20.0, -20.0, 40.0]
+    assert values([{"round_to_multiple_of": 1e-300}], [1e10, 3.0]) == [1e10, 3.0]
+    assert values([{"round_to_multiple_of": 0.25}], [3.1415, 1.618, INF, NAN]) == [3.25, 1.5, INF, "nan"]
+
+
+def test_round_to_significant_digits():
+    assert values([{"round_to_significant_digits": 2}], [3.14159, 157079.0, -0.001234, 0.0]) == [
+        3.1,
+        160000.0,
+        -0.0012,
+        0.0,
+    ]
+    assert values([{"round_to_significant_digits": 4}], [3.14159, 157079.0, 999.95, NAN]) == [
+        3.142,
+        157100.0,
+        1000.0,
+        "nan",
+    ]
+
+
+def test_filter_out_compares_at_accuracy_decimals():
+    spec = [{"filter_out": [85.0, "nan"]}]
+    # ESPHome's default accuracy is 0 decimals: 84.6 rounds to 85 and goes too.
+    assert values(spec, [84.6, 84.4, NAN, 85.0]) == [84.4]
+    chain = build_chain([{"filter_out": 85.0}], "filters", 1)
+    assert [chain.process(v, 0) for v in (84.96, 84.94, 85.04)] == [None, 84.94, None]
+    chain = build_chain([{"filter_out": 0.5}], "filters", 0)
+    assert [chain.process(v, 0) for v in (0.7, 1.4, 1.5, -0.5)] == [None, None, 1.5, -0.5]
+
+
+def test_delta_strictness_nan_and_bounds():
+    assert values([{"delta": 0}], [1.0, 1.0, 1.0000001, 1.0000001]) == [1.0, 1.0000001]
+    assert values([{"delta": 2.0}], [NAN, NAN, 5.0, 7.0, 7.5, NAN, 10.0]) == ["nan", "nan", 5.0, 7.5, 10.0]
+    spec = [{"delta": {"min_value": 1, "max_value": 10}}]
+    assert values(spec, [0.0, 0.5, 5.0, 20.0, 15.0, 25.0]) == [0.0, 5.0, 15.0, 25.0]
+    spec = [{"delta": {"max_value": "50%"}}]  # min 0: a change above 0 and at most half the last
+    assert values(spec, [10.0, 10.0, 14.0, 30.0, 21.0, 0.0]) == [10.0, 14.0, 21.0]
+
+
+def test_timeout_with_value_last():
+    samples = [(0, 1.0), (500, 2.0), (3000, 3.0)]
+    assert run([{"timeout": {"timeout": "1s", "value": "last"}}], samples, poll_every=100) == [
+        (0, 1.0),
+        (500, 2.0),
+        (1500, 2.0),
+        (3000, 3.0),
+    ]
+
+
+def test_throttle_with_priority():
+    samples = [(0, 1.0), (200, 2.0), (300, NAN), (400, 3.0), (1300, 4.0), (1400, 0.2)]
+    assert run([{"throttle_with_priority": "1s"}], samples) == [(0, 1.0), (300, "nan"), (1300, 4.0)]
+    spec = [{"throttle_with_priority": {"timeout": "1s", "value": [0, "nan"]}}]
+    assert run(spec, samples) == [(0, 1.0), (300, "nan"), (1300, 4.0), (1400, 0.2)]
+
+
+def test_ntc_conversions_round_trip():
+    cal = {"calibration": ["10.0kOhm -> 25°C", "27.219kOhm -> 0°C", "14.674kOhm -> 15°C"]}
+    r = build_chain([{"to_ntc_resistance": cal}]).process(25.0, 0)
+    assert abs(r - 10000.0) < 1e-6
+    t = build_chain([{"to_ntc_temperature": cal}]).process(27219.0, 0)
+    assert abs(t) < 1e-6
+    beta = {"calibration": {"b_constant": 3950, "reference_temperature": 25, "reference_resistance": "10kOhm"}}
+    assert abs(build_chain([{"to_ntc_temperature": beta}]).process(10000.0, 0) - 25.0) < 1e-9
+    assert abs(build_chain([{"to_ntc_resistance": beta}]).process(25.0, 0) - 10000.0) < 1e-6
+    assert values([{"to_ntc_temperature": beta}], [NAN, INF, -5.0]) == ["nan", "nan", "nan"]
+
+
+# --- The checker ----------------------------------------------------------------------------------
+
+
+def test_checker_refuses_what_esphome_refuses_and_what_a_node_cannot_run():
+    cases = [
+        ([{"clamp": {}}], "filters[0] (clamp): set min_value, max_value or both"),
+        ([{"skip_initial": 0}], "filters[0] (skip_initial): count must be an integer from 1"),
+        ([{"throttle": "0.5ms"}], "filters[0] (throttle): duration must be from 1 ms"),
+        ([{"debounce": 1.5}], "filters[0] (debounce): durations are whole milliseconds"),
+        ([{"offset": 10**400}], "filters[0] (offset): offset must be a finite number"),
+        ([{"delta": {}}], "filters[0] (delta): set min_value, max_value or both"),
+        ([{"delta": "150%"}], "filters[0] (delta): delta must be a number or a percentage from 0% to 100%"),
+        ([{"round_to_significant_digits": 7}], "filters[0] (round_to_significant_digits): digits must be"),
+        ([{"calibrate_linear": [[0, 1]]}], "filters[0] (calibrate_linear): needs at least two datapoints"),
+        ([{"calibrate_polynomial": {"degree": 2}}], "filters[0] (calibrate_polynomial): datapoints is required"),
+        ([{"filter_out": []}], "filters[0] (filter_out): value needs at least one value"),
+        ([{"timeout": {"timeout": "1s", "value": "first"}}], "filters[0] (timeout): value must be a number"),
+        ([{"or": []}], "filters[0] (or): 'or' takes a non-empty list of filters"),
+    ]
+    for specs, message in cases:
+        exc = raises(FilterConfigError, build_chain, specs)
+        assert str(exc).startswith(message), str(exc)
+
+
+def test_every_problem_of_a_chain_is_listed_naming_the_filter():
+    specs = [{"round": 1.5}, {"median": {"window_size": 0, "send_every": 0}}, {"or": [{"delta": -1}, {"x": 1}]}]
+    assert raises(FilterConfigError, build_chain, specs).problems == [
+        "filters[0] (round): decimals must be an integer from 0 to 10, got 1.5",
+        "filters[1] (median): window_size must be an integer from 1 to 256, got 0",
+        "filters[1] (median): send_every must be an integer from 1 to 65535, got 0",
+        "filters[2] (or) > or[0] (delta): delta must not be negative, got -1",
+        "filters[2] (or) > or[1] (x): unknown filter 'x'",
+    ]
+
+
+def test_checker_survives_hostile_input():
+    deep = []
+    inner = deep
+    for _ in range(2000):  # 100,000 on CPython in tests/test_sensing_config.py; the same code path
+        nested = []
+        inner.append({"or": nested})
+        inner = nested
+    problems = raises(FilterConfigError, build_chain, deep).problems
+    assert len(problems) == 1 and problems[0].endswith("'or' nested more than 8 deep"), problems
+    message = str(raises(FilterConfigError, build_chain, [{"y" * 100000: 1}]))
+    assert len(message) < 200 and "(100000 characters)" in message
+    for spec in ([{"offset": [[[[[1]]]]]}], [{"median": {"window_size": "x" * 100000}}], [5], [{}], [None]):
+        assert len(str(raises(FilterConfigError, build_chain, spec))) < 300
+    raises(FilterConfigError, build_chain, [{"offset": 1}] * 33)
+
+
+def test_compiled_values_are_finite_and_plain():
+    import json
+
+    from shared.filter_config import compile_chain
+
+    problems = raises(FilterConfigError, compile_chain, [{"calibrate_linear": [[0, -1e308], [1e-10, 1e308]]}])
+    assert "not finite" in str(problems), str(problems)
+    compiled = compile_chain(
+        [
+            {"clamp": {"max_value": 5}},
+            {"timeout": {"timeout": "1s", "value": "last"}},
+            {"throttle_with_priority": "2s"},
+            {"delta": {"min_value": "1%", "max_value": 10}},
+        ]
+    )
+    assert json.loads(json.dumps(compiled)) == compiled
+    assert compiled == [
+        ["clamp", None, 5.0, False],
+        ["timeout", 1000, "last"],
+        ["throttle_with_priority", 2000, [], True, 0],
+        ["delta", 0.01, True, 10.0, False],
+    ]
