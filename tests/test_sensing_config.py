@@ -96,9 +96,10 @@ def test_every_problem_is_listed_at_once() -> None:
 
 def test_schema_errors_name_the_field_and_value() -> None:
     message = _refusal({"sensors": [{"name": "t", "type": "bme280", "bus": "i2c0", "channel": "temp"}], "buses": BUSES})
-    assert "sensors.0.bme280.channel: Input should be 'temperature', 'humidity' or 'pressure' (got 'temp')" in message
+    # The sensor by its name, not by its place in the list; the chip's channels from its driver.
+    assert "sensor 't': channel 'temp' is not one of temperature, humidity, pressure" in message
     message = _refusal({"sensors": [{"name": "t", "type": "thermistor"}]})
-    assert "sensors.0: Input tag 'thermistor' found using 'type' does not match any of the expected tags" in message
+    assert "sensor 't': Input tag 'thermistor' found using 'type' does not match any of the expected tags" in message
     message = _refusal(
         {"sample_interval_ms": "fast", "sensors": [{"name": "t", "type": "sim", "signal": "temperature"}]}
     )
