@@ -1,7 +1,7 @@
 # The node application: sample sensors, filter, batch, keep batches in the outbox until the broker
 # has them. One loop and no asyncio: each turn samples the sensors that are due, runs the timed
-# filters and the batch age limit, takes a step of the publisher (firmware/publisher.py), then waits
-# on the socket until the next thing is due. Nothing in it blocks, so a slow or absent network never
+# filters and the batch age limit, takes a step of the Publisher, then waits on the socket until the
+# next thing is due. Nothing in it blocks, so a slow or absent network never
 # costs a sample; and it needs no tasks or coroutines in RAM. Everything that touches hardware or
 # time comes from the board, so this runs unchanged on the unix port. Config checking and building
 # the sensors live in firmware/config.py and firmware/sensors.py, which run before this module is
@@ -15,12 +15,96 @@ from micropython import const
 
 from firmware.batcher import Batcher
 from firmware.errors import ConfigError
-from firmware.mqtt import MQTTClient
+from firmware.mqtt import DOWN, UP, MQTTClient
 from firmware.outbox import Outbox
-from firmware.publisher import Publisher
 from shared import protocol
 
 _HOUSEKEEPING_MS = const(100)
+
+# The publish state machine: keep a connection to the broker (reconnecting with exponential backoff),
+# announce the retained "online" status once per connection, then send the outbox's oldest batch at
+# QoS 1 and remove it only when the broker's PUBACK for it came. A batch in flight when the connection
+# is lost stays in the outbox and goes again after the reconnect. One step per turn of the node's
+# loop; nothing waits. The client (whose clock, real time, it goes by), the outbox and the board are
+# its arguments, so it is tested without sensors or sockets (tests/dual/test_publisher.py). It lives
+# in this module rather than one of its own: every module a node holds costs RAM.
+_FIRST_BACKOFF_MS = const(500)
+_MAX_BACKOFF_MS = const(30000)
+_ONLINE = "online"  # marks the status publish in flight, as opposed to a batch
+
+
+class Publisher:
+    def __init__(self, client, outbox, board, wifi, data_topic, status_topic, status):
+        # board: connect_network(wifi), True once the network is up; status(online): the status
+        # payload.
+        self.client = client
+        self.outbox = outbox
+        self.board = board
+        self.wifi = wifi
+        self.data_topic = data_topic
+        self.status_topic = status_topic
+        self.status = status
+        self.reconnects = 0
+        self.sending = None  # what the publish in flight carries: _ONLINE, a batch of the outbox, or None
+        self._announced = False  # the retained "online" status went out on this connection
+        self._retry_at = 0
+        self.backoff_ms = _FIRST_BACKOFF_MS  # the wait before the next reconnect if this one fails
+
+    def step(self):
+        """One step of the connection: (re)connect when the backoff allows, announce, publish the
+        outbox's head, pop it once acknowledged. Never raises: a failure schedules a reconnect."""
+        client = self.client
+        clock = client.clock
+        try:
+            if client.state == DOWN:
+                if clock.ticks_diff(clock.ticks_ms(), self._retry_at) < 0:
+                    return
+                if not self.board.connect_network(self.wifi):
+                    raise OSError("no network")
+                self._announced = False
+                self.sending = None
+                client.connect(True)
+            client.step()
+            if client.state != UP or client.inflight:
+                return
+            sent = self.sending
+            if sent is not None:  # acknowledged by the broker
+                self.sending = None
+                if sent is _ONLINE:
+                    self.backoff_ms = _FIRST_BACKOFF_MS
+                    print("connected to", client.host, client.port)
+                elif self.outbox.peek() is sent:
+                    # Pop only the batch the broker has: if the ring dropped it meanwhile, the head is
+                    # another batch that still waits its turn.
+                    self.outbox.pop()
+            if not self._announced:
+                self._announced = True
+                self.sending = _ONLINE
+                client.publish(self.status_topic, self.status(True), 1, True)
+            elif len(self.outbox):
+                self.sending = self.outbox.peek()
+                client.publish(self.data_topic, self.sending, 1)
+        except Exception as exc:  # MQTTError, a Wi-Fi or config problem: retry, never stop
+            # A batch in flight stays in the outbox and goes again after the reconnect.
+            client.close()
+            self.sending = None
+            self.reconnects += 1
+            print("mqtt:", exc, "; retrying in", self.backoff_ms, "ms")
+            self._retry_at = clock.ticks_add(clock.ticks_ms(), self.backoff_ms)
+            self.backoff_ms = min(self.backoff_ms * 2, _MAX_BACKOFF_MS)
+
+    def stop(self, wait):
+        """Announce "offline" (retained), wait for its PUBACK with wait(ms), and disconnect."""
+        client = self.client
+        if client.state == UP:
+            try:
+                client.publish(self.status_topic, self.status(False), 1, True)
+                while client.inflight:
+                    wait(20)
+                    client.step()
+            except Exception:  # MQTTError: the will says offline for us
+                pass
+            client.disconnect()
 
 
 class Node:
@@ -52,7 +136,6 @@ class Node:
             self.outbox = Outbox(config["outbox"]["capacity"], config["outbox"]["max_bytes"])
         except ValueError as exc:
             raise ConfigError(str(exc))
-        # Network time is real time, whatever the board's clock does: the time module is the clock.
         self.publisher = Publisher(
             client,
             self.outbox,
@@ -61,7 +144,6 @@ class Node:
             protocol.data_topic(device_id),
             status_topic,
             self.status,
-            time,
         )
         self.read_errors = 0
         self._poller = select.poll()

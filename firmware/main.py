@@ -8,7 +8,13 @@ from firmware.errors import ConfigError
 
 # Modules needed only to start: dropped afterwards so that their bytecode does not sit in a small
 # heap for the life of the node (the strings they interned stay: MicroPython never frees those).
-STARTUP_ONLY = ("firmware.config", "firmware.sensors", "shared.filterlib", "firmware.sim.wiring")
+STARTUP_ONLY = (
+    "firmware.config",
+    "firmware.sensors",
+    "firmware.drivers.dispatch",
+    "shared.filterlib",
+    "firmware.sim.wiring",
+)
 
 
 def unload(names):

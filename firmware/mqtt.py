@@ -4,7 +4,7 @@
 # at a time: a batch carries many readings, so a window of one keeps the RAM cost fixed and the order
 # simple. It publishes only (a config or command topic would add SUBSCRIBE and incoming PUBLISH).
 # Network time is real time (time.ticks_ms), whatever the board's clock does. The socket module and
-# the clock are the client's arguments (by default `socket` and `time`), so tests script both
+# the clock can be replaced per client (`net`, `clock`), so tests script both
 # (tests/dual/test_mqtt.py). Errors are compared by name: ESP32's lwIP numbers them unlike Linux.
 import errno
 import socket
@@ -54,32 +54,17 @@ def _string(out, data):
     out.extend(data)
 
 
-def _would_block(exc):
-    """A non-blocking socket with nothing to give or take. MicroPython's streams return None then, but
-    lwIP on ESP32 may raise EAGAIN, or ETIMEDOUT from a socket (or TLS layer) that has a timeout,
-    in the middle of a packet: none of these is a lost connection."""
-    return exc.errno in (errno.EAGAIN, errno.ETIMEDOUT)
-
-
 class MQTTClient:
+    # Where sockets and time come from: getaddrinfo(), socket() and SOCK_STREAM as the socket module
+    # has them; ticks_ms(), ticks_diff() and ticks_add() as the time module has them. A test sets its
+    # own on the instance; as class attributes they cost a node nothing per client.
+    net = socket
+    clock = time
+
     def __init__(
-        self,
-        client_id,
-        host,
-        port,
-        ssl_context=None,
-        server_hostname=None,
-        keepalive_s=30,
-        timeout_ms=10000,
-        will=None,
-        net=socket,
-        clock=time,
+        self, client_id, host, port, ssl_context=None, server_hostname=None, keepalive_s=30, timeout_ms=10000, will=None
     ):
-        # will: (topic, payload, retain, qos), published by the broker if the connection is lost.
-        # net: getaddrinfo(), socket() and SOCK_STREAM as the socket module has them; clock:
-        # ticks_ms(), ticks_diff() and ticks_add() as the time module has them.
-        self.net = net
-        self.clock = clock
+        # will: (topic, payload, retain, qos), published by the broker if the connection is lost
         self.client_id = client_id
         self.host = host
         self.port = port
@@ -193,7 +178,10 @@ class MQTTClient:
             try:
                 n = self.sock.write(out[0])
             except OSError as exc:
-                if _would_block(exc):
+                # MicroPython's streams return None when a non-blocking socket would block, but lwIP
+                # on ESP32 may raise EAGAIN, or ETIMEDOUT where a timeout is set, in the middle of a
+                # packet: neither is a lost connection.
+                if exc.errno == errno.EAGAIN or exc.errno == errno.ETIMEDOUT:
                     return
                 raise
             if n is None:  # the socket (or the TLS handshake) would block
@@ -227,7 +215,7 @@ class MQTTClient:
             try:
                 n = self.sock.readinto(self._rx_into[self._rx_len])
             except OSError as exc:
-                if _would_block(exc):
+                if exc.errno == errno.EAGAIN or exc.errno == errno.ETIMEDOUT:  # as in _write
                     return
                 raise
             if n is None:

@@ -1,7 +1,8 @@
 # Sensors from the device config: one driver per physical chip (shared by its channels), each channel
 # with its own filter chain in compiled form. This module checks names, intervals and filters, as far
-# as a node must (the host has checked the config before), and makes the drivers, for every board
-# alike, from what the board's wiring gives. Start-up only: firmware/main.py unloads it.
+# as a node must (the host has checked the config before); the drivers come from the board's wiring
+# and, for chips on buses and ADC pins, from the one dispatch in firmware/drivers/dispatch.py.
+# Start-up only: firmware/main.py unloads both.
 #
 # A board's wiring (hal/esp32.py's Esp32Wiring, sim/wiring.py's SimWiring) answers:
 #   specs(config)            the sensor specs to build (the simulator's --replay has its own)
@@ -13,82 +14,6 @@ from firmware.drivers import Group
 from firmware.errors import ConfigError
 from shared import protocol
 from shared.filterlib import from_compiled
-
-
-def parse_rom(text, where):
-    """A 1-Wire ROM from 16 hex digits (None if not given)."""
-    if text is None:
-        return None
-    try:
-        rom = bytes(int(text[i : i + 2], 16) for i in range(0, len(text), 2))
-    except (TypeError, ValueError):
-        rom = b""
-    if len(rom) != 8:
-        raise ConfigError(where + ": rom " + repr(text) + " must be 16 hex digits")
-    return rom
-
-
-def _bus(wiring, config, name, kind, where, made):
-    key = ("bus", name)
-    bus = made.get(key)
-    if bus is None:
-        spec = (config.get("buses") or {}).get(name)
-        if not isinstance(spec, dict) or spec.get("type") != kind:
-            raise ConfigError(where + ": bus " + repr(name) + " is not a configured " + kind + " bus")
-        bus = made[key] = wiring.bus(kind, spec)
-    return bus
-
-
-def make_driver(wiring, spec, config, where, made):
-    """The driver of one sensor spec, shared with the specs before it that name the same chip (made
-    holds the drivers and buses made so far). The one place that knows which driver reads which
-    sensor type, for every board. Drivers are imported when a config asks for them: RAM holds only
-    the bytecode in use."""
-    driver = wiring.source(spec, where)
-    if driver is not None:
-        return driver
-    kind = spec.get("type")
-    bus_name = spec.get("bus")
-    if kind == "bme280" or kind == "sht3x":
-        address = spec.get("address", 0x76 if kind == "bme280" else 0x44)
-        key = (kind, bus_name, address)
-    elif kind == "ds18b20":
-        address = parse_rom(spec.get("rom"), where)
-        key = (kind, bus_name, address)
-    elif kind == "adc":
-        key = (kind, spec.get("pin"), None) if spec.get("pin") is not None else None
-    else:
-        raise ConfigError(where + ": unknown sensor type " + repr(kind))
-    driver = made.get(key)
-    if driver is not None:
-        return driver
-    try:
-        if kind == "adc":
-            from firmware.drivers.analog import Analog
-
-            driver = Analog(wiring.adc(spec, where), spec.get("scale", 1.0), spec.get("offset", 0.0))
-        else:
-            bus = _bus(wiring, config, bus_name, "onewire" if kind == "ds18b20" else "i2c", where, made)
-            wiring.chip(kind, bus, address)
-            if kind == "bme280":
-                from firmware.drivers.bme280 import BME280
-
-                driver = BME280(bus, address)
-            elif kind == "sht3x":
-                from firmware.drivers.sht3x import SHT3x
-
-                driver = SHT3x(bus, address)
-            else:
-                from firmware.drivers.ds18b20 import DS18B20
-
-                driver = DS18B20(bus, address, spec.get("resolution", 12))
-    except ConfigError:
-        raise
-    except ValueError as exc:  # a driver refusing its arguments (a DS18B20's resolution or ROM)
-        raise ConfigError(where + ": " + str(exc))
-    if key is not None:
-        made[key] = driver
-    return driver
 
 
 def build_sensors(config, wiring):
@@ -112,7 +37,12 @@ def build_sensors(config, wiring):
         interval = spec.get("interval_ms", default_interval)
         if isinstance(interval, bool) or not isinstance(interval, int) or interval < 10:
             raise ConfigError(where + ": interval_ms must be an integer >= 10, got " + repr(interval))
-        driver = make_driver(wiring, spec, config, where, made)
+        driver = wiring.source(spec, where)
+        if driver is None:
+            # Loaded only for a config with chips or ADC pins: its names stay out of a node without.
+            from firmware.drivers.dispatch import make_driver
+
+            driver = make_driver(wiring, spec, config, where, made)
         group = None
         for g in groups:
             if g.driver is driver:

@@ -140,9 +140,9 @@ def client(sock=None, clock=None, keepalive_s=30, timeout_ms=5000):
         keepalive_s=keepalive_s,
         timeout_ms=timeout_ms,
         will=WILL,
-        net=Net(sock),
-        clock=clock,
     )
+    mqtt.net = Net(sock)
+    mqtt.clock = clock
     return mqtt, sock, clock
 
 

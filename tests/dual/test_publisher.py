@@ -1,10 +1,10 @@
-# The node's publish state machine (firmware/publisher.py) against a fake client, board and clock, on
+# The node's publish state machine (firmware/app.py: Publisher) against a fake client, board and clock, on
 # both interpreters: backoff doubling to its cap, the retained status announced once per connection,
 # the outbox head removed only after its PUBACK, and resent after a lost connection.
+from firmware.app import Publisher
 from firmware.errors import MQTTError
 from firmware.mqtt import CONNECTING, DOWN, UP
 from firmware.outbox import Outbox
-from firmware.publisher import Publisher
 from tests.dual.test_mqtt import Clock
 
 DATA = "fl/v1/node-1/data"
@@ -18,7 +18,8 @@ class Client:
     host = "broker.example"
     port = 8883
 
-    def __init__(self):
+    def __init__(self, clock):
+        self.clock = clock  # the publisher goes by its client's clock
         self.state = DOWN
         self.inflight = 0
         self.accept = True
@@ -77,11 +78,11 @@ def status(online):
 
 
 def publisher(capacity=8):
-    client = Client()
+    clock = Clock()
+    client = Client(clock)
     outbox = Outbox(capacity, 4096)
     board = Board()
-    clock = Clock()
-    pub = Publisher(client, outbox, board, {"ssid": "field"}, DATA, STATUS, status, clock)
+    pub = Publisher(client, outbox, board, {"ssid": "field"}, DATA, STATUS, status)
     return pub, client, outbox, board, clock
 
 
