@@ -1,6 +1,20 @@
 # filter_out: drop given values, compared at the sensor's accuracy decimals (see docs/filters.md).
-from shared.filterlib._rounding import matches, roundf
+from shared.filterlib.round import roundf
 from shared.filters import Filter
+
+
+# ESPHome's value_list_matches_any(), which throttle_with_priority uses too.
+def matches(value, scale, targets, nan):
+    """ESPHome's value_list_matches_any(): does value equal one of the targets (each already
+    roundf(target * scale)) once rounded to the sensor's accuracy decimals, or is it NaN and NaN
+    listed?"""
+    if value != value:
+        return nan
+    r = roundf(value * scale)
+    for t in targets:
+        if r == t:
+            return True
+    return False
 
 
 class FilterOut(Filter):

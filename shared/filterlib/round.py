@@ -1,6 +1,22 @@
 # round: to a number of decimals, halves away from zero (see docs/filters.md).
-from shared.filterlib._rounding import roundf
-from shared.filters import Filter
+import math
+
+from shared.filters import INF, Filter
+
+_NEG_INF = -INF  # made once: negating INF per sample would allocate a float
+
+
+# C's roundf(), which filter_out and throttle_with_priority use too. Python's round() rounds half to
+# even (MicroPython's differs again), so it is written out here, exactly.
+def roundf(x):
+    """C roundf(): to the nearest integer, halves away from zero; NaN and infinities unchanged."""
+    if not _NEG_INF < x < INF:
+        return x
+    if x >= 0:
+        r = math.floor(x)  # x - floor(x) is exact, so a half is seen as a half
+        return float(r + 1) if x - r >= 0.5 else float(r)
+    r = math.ceil(x)
+    return float(r - 1) if r - x >= 0.5 else float(r)
 
 
 class Round(Filter):

@@ -1,7 +1,7 @@
 # round_to_significant_digits (see docs/filters.md).
 import math
 
-from shared.filterlib._rounding import roundf
+from shared.filterlib.round import roundf
 from shared.filters import Filter
 
 

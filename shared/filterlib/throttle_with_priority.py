@@ -1,5 +1,6 @@
 # throttle_with_priority: throttle, but listed values pass at once (see docs/filters.md).
-from shared.filterlib._rounding import matches, roundf
+from shared.filterlib.filter_out import matches
+from shared.filterlib.round import roundf
 from shared.filters import Filter, ticks_diff
 
 
