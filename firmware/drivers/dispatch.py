@@ -36,7 +36,11 @@ def make_driver(wiring, spec, config, where, made):
     kind = spec.get("type")
     bus_name = spec.get("bus")
     if kind == "bme280" or kind == "sht3x":
-        address = spec.get("address", 0x76 if kind == "bme280" else 0x44)
+        if kind == "bme280":
+            from firmware.drivers.bme280 import BME280 as chip
+        else:
+            from firmware.drivers.sht3x import SHT3x as chip
+        address = spec.get("address", chip.addresses[0])  # the driver's chip facts: the first is the default
         key = (kind, bus_name, address)
     elif kind == "ds18b20":
         address = parse_rom(spec.get("rom"), where)
@@ -56,18 +60,12 @@ def make_driver(wiring, spec, config, where, made):
         else:
             bus = _bus(wiring, config, bus_name, "onewire" if kind == "ds18b20" else "i2c", where, made)
             wiring.chip(kind, bus, address)
-            if kind == "bme280":
-                from firmware.drivers.bme280 import BME280
-
-                driver = BME280(bus, address)
-            elif kind == "sht3x":
-                from firmware.drivers.sht3x import SHT3x
-
-                driver = SHT3x(bus, address)
-            else:
+            if kind == "ds18b20":
                 from firmware.drivers.ds18b20 import DS18B20
 
                 driver = DS18B20(bus, address, spec.get("resolution", 12))
+            else:
+                driver = chip(bus, address)
     except ConfigError:
         raise
     except ValueError as exc:  # a driver refusing its arguments (a DS18B20's resolution or ROM)
