@@ -132,3 +132,16 @@ def test_a_config_the_heap_cannot_hold_is_refused_naming_what_to_shrink() -> Non
     from tools.bench.firmware import SENSING
 
     assert isinstance(check_sensing({**SENSING, "heap_bytes": 65_536}), Sensing)
+
+
+def test_a_sensors_accuracy_decimals_reach_its_compiled_filters() -> None:
+    from tools._config import compile_sensing
+
+    sensor = {**SIM, "filters": [{"filter_out": 85}]}
+    default, precise = (
+        compile_sensing(check_sensing({"sensors": [dict(sensor, **extra)]}))["sensors"][0]
+        for extra in ({}, {"accuracy_decimals": 1})
+    )
+    assert default["filters"] == [["filter_out", [85.0], False, 0]]
+    assert precise["filters"] == [["filter_out", [85.0], False, 1]]
+    assert "accuracy_decimals" not in precise  # the node reads only the compiled chain

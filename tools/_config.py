@@ -61,6 +61,13 @@ class _Sensor(_Strict):
     name: str
     interval_ms: int | None = Field(default=None, ge=10)
     filters: list[Any] = Field(default_factory=list)
+    # ESPHome's accuracy_decimals (0 when not set): filter_out and throttle_with_priority compare values
+    # rounded to it. Only the compiled chain uses it; the node does not read it.
+    accuracy_decimals: int = Field(default=0, ge=-10, le=15)
+
+    def compiled_filters(self) -> list[Any]:
+        """This sensor's chain in compiled form; FilterConfigError lists every problem."""
+        return list(compile_chain(self.filters, accuracy_decimals=self.accuracy_decimals))
 
 
 class SimSensor(_Sensor):
@@ -217,7 +224,7 @@ class Sensing(_Strict):
                     f"{where}: interval_ms {interval} is shorter than the chip's {conversion} ms conversion"
                 )
             try:
-                compile_chain(sensor.filters)
+                sensor.compiled_filters()
             except FilterConfigError as exc:
                 problems.extend(f"{where}: {problem}" for problem in exc.problems)
         if not problems:
@@ -235,7 +242,7 @@ class Sensing(_Strict):
             (f"batch.max_readings ({self.batch.max_readings})", self.batch.max_readings * _READING_BYTES),
         ]
         for sensor in self.sensors:
-            slots = _window_slots(from_compiled(compile_chain(sensor.filters)))
+            slots = _window_slots(from_compiled(sensor.compiled_filters()))
             parts.append((f"sensor {shown(sensor.name)} ({slots} window slots)", _SENSOR_BYTES + slots * _SLOT_BYTES))
         return sorted(parts, key=lambda part: -part[1])
 
@@ -350,8 +357,9 @@ def compile_sensing(config: Sensing) -> dict[str, Any]:
     """A checked config (a `Sensing`, or a whole `DeviceConfig`) as the node reads it: every default
     written out, filters compiled."""
     data = config.model_dump(mode="json", exclude_none=True)
-    for sensor in data["sensors"]:
-        sensor["filters"] = compile_chain(sensor.get("filters"))
+    for sensor, checked in zip(data["sensors"], config.sensors, strict=True):
+        sensor["filters"] = checked.compiled_filters()
+        del sensor["accuracy_decimals"]
     return data
 
 
