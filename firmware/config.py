@@ -12,7 +12,7 @@ from shared import protocol
 
 _DEFAULTS = {
     "sample_interval_ms": 1000,
-    "batch": {"max_readings": 60, "max_age_ms": 10000},
+    "batch": {"max_readings": 60, "max_age_ms": 5000},
     "outbox": {"capacity": 64, "max_bytes": 24576},
     "drain_timeout_ms": 15000,
 }

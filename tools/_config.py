@@ -163,8 +163,9 @@ class OutboxLimits(_Strict):
 
 
 # The node's heap, estimated from make bench-firmware on the unix port (64-bit objects: conservative for
-# a 32-bit ESP32): its steady heap was 52.4 KB for two sensors, a 5-slot window and 30-reading batches,
-# and 4 KB more with its 4 KiB outbox full. See docs/performance.md.
+# a 32-bit ESP32; docs/performance.md): about 54 KB steady for its two sensors, a 5-slot median and
+# 30-reading batches, 58 KB with its 4 KiB outbox full; it runs in 64 KB and not in 56 KB, which the
+# estimate with _HEAP_USE reproduces (tests/test_device_config.py).
 _RUNTIME_BYTES = 50_000  # code, TLS context, MQTT client, loop: the node with nothing to sample
 _SENSOR_BYTES = 1_000  # a channel: its driver's share, filter objects, its group
 _SLOT_BYTES = 24  # a window slot: a reference and a boxed float
