@@ -119,8 +119,8 @@ class Node:
             broker["port"],
             ssl_context=tls,
             server_hostname=broker.get("server_hostname", broker["host"]),
-            keepalive_s=broker.get("keepalive_s", 30),
-            timeout_ms=broker.get("timeout_ms", 10000),
+            keepalive_s=broker["keepalive_s"],
+            timeout_ms=broker["timeout_ms"],
             will=(status_topic, protocol.encode_status(False), True, 1),
         )
         # Only what the node needs later is kept: the parsed config dict would hold RAM for nothing.

@@ -15,6 +15,7 @@ _DEFAULTS = {
     "batch": {"max_readings": 60, "max_age_ms": 5000},
     "outbox": {"capacity": 64, "max_bytes": 24576},
     "drain_timeout_ms": 15000,
+    "broker": {"keepalive_s": 30, "timeout_ms": 10000},
 }
 
 

@@ -62,7 +62,7 @@ class MQTTClient:
     clock = time
 
     def __init__(
-        self, client_id, host, port, ssl_context=None, server_hostname=None, keepalive_s=30, timeout_ms=10000, will=None
+        self, client_id, host, port, keepalive_s, timeout_ms, ssl_context=None, server_hostname=None, will=None
     ):
         # will: (topic, payload, retain, qos), published by the broker if the connection is lost
         self.client_id = client_id

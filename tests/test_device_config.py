@@ -16,14 +16,36 @@ ROOT = Path(__file__).resolve().parent.parent
 SIM = {"name": "t", "type": "sim", "signal": "temperature"}
 
 
+def _model_default(path: tuple[str, ...]) -> object:
+    model: type = DeviceConfig
+    for part in path[:-1]:
+        annotation = model.model_fields[part].annotation
+        model = next(t for t in (annotation, *getattr(annotation, "__args__", ())) if hasattr(t, "model_fields"))
+    return model.model_fields[path[-1]].get_default(call_default_factory=True)
+
+
+def _leaves(tree: dict[str, object], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], object]:
+    found: dict[tuple[str, ...], object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            found.update(_leaves(value, (*prefix, key)))
+        else:
+            found[(*prefix, key)] = value
+    return found
+
+
 def test_the_nodes_own_defaults_are_the_models() -> None:
+    """firmware/config.py fills what a hand-written config leaves out; every value it fills is the
+    model's, and every number setting the node reads has one there (no literal fallback elsewhere)."""
     from firmware.config import _DEFAULTS
 
-    for key, value in _DEFAULTS.items():
-        field = DeviceConfig.model_fields[key]
-        default = field.get_default(call_default_factory=True)
-        expected = default.model_dump() if hasattr(default, "model_dump") else default
-        assert value == expected, key
+    node = _leaves(_DEFAULTS)
+    for path, value in node.items():
+        assert value == _model_default(path), path
+    host_only = {("heap_bytes",)}  # the checker's estimate; not in a bundle
+    read_by_node = {path for path, _ in settings().values()} - host_only
+    read_by_node |= {("broker", "keepalive_s"), ("broker", "timeout_ms")}
+    assert read_by_node <= set(node)
 
 
 def test_the_docs_table_is_the_models() -> None:
@@ -52,7 +74,7 @@ def test_options_override_a_sensing_file(stack: StackInfo, uid: str, workdir: Pa
     assert config["batch"] == {"max_readings": 7, "max_age_ms": 5000}
     assert config["outbox"]["capacity"] == 9
     # Every key the node reads is written out, so a bundle never depends on the node's defaults.
-    assert set(config) >= set(DeviceConfig.model_fields) - {"wifi"}
+    assert set(config) >= set(DeviceConfig.model_fields) - {"wifi", "heap_bytes"}
 
 
 def test_options_are_bounded_by_the_model(tmp_path: Path) -> None:
@@ -153,3 +175,37 @@ def test_the_heap_estimate_refuses_what_fails_in_the_bench() -> None:
 
     with pytest.raises(UsageError, match="more than 90% of its heap_bytes 56 KB"):
         check_sensing({**SENSING, "heap_bytes": 56 * 1024})
+
+
+@pytest.mark.parametrize(
+    ("config", "problem"),
+    [
+        ({"sensors": [{"name": "a", "type": "adc", "pin": 34, "scale": float("nan")}]}, "sensor 'a'.scale"),
+        ({"sensors": [{**SIM, "period_s": float("inf")}]}, "sensor 't'.period_s"),
+        ({"sample_interval_ms": 10**20, "sensors": [SIM]}, "sample_interval_ms: Input should be less than or equal"),
+        ({"sensors": [{**SIM, "name": f"s{i}"} for i in range(65)]}, "sensors: List should have at most 64 items"),
+    ],
+    ids=["nan", "inf", "huge-interval", "65-sensors"],
+)
+def test_what_a_node_cannot_run_or_the_service_cannot_store_is_refused(config: dict[str, object], problem: str) -> None:
+    with pytest.raises(UsageError) as refused:
+        check_sensing(config)
+    assert problem in str(refused.value)
+
+
+def test_the_problems_listed_are_bounded_and_keys_cut() -> None:
+    with pytest.raises(UsageError) as refused:
+        check_sensing({"sensors": [1] * 60, "k" * 5_000: 1})
+    message = str(refused.value)
+    assert message.endswith("more problems")
+    assert len(message.splitlines()) == 52  # the heading, 50 of 61 problems, the count of the other 11
+    assert message.endswith("... and 11 more problems")
+    assert "k" * 41 not in message
+
+
+def test_a_heap_problem_is_listed_beside_the_others() -> None:
+    with pytest.raises(UsageError) as refused:
+        check_sensing({"heap_bytes": 40_000, "sensors": [{**SIM, "filters": [{"round": 1.5}]}]})
+    message = str(refused.value)
+    assert "sensor 't'" in message and "round" in message
+    assert "the node would need about" in message

@@ -17,7 +17,7 @@ import pytest
 
 from ingest import Settings, StorageError
 from ingest._writer import InfluxV2Writer, to_lines
-from tests.support import StackInfo, run_node, start_ingest, wait_until
+from tests.support import StackInfo, extra_ingest_identity, run_node, start_ingest, wait_until
 from tools._process import free_port, stop_pid, wait_port
 
 
@@ -101,7 +101,9 @@ def test_service_with_v2_api_stores_firmware_readings(
         FIELDLINK_INFLUX_API="v2",
         FIELDLINK_INFLUX_URL=victoria.url,
         FIELDLINK_INFLUX_TOKEN="dev-token",
-        FIELDLINK_MQTT_CLIENT_ID=f"ingest-v2-{uid}",
+        # An identity of its own: on the session fixture's certificate the two services would take
+        # each other's session (the broker ties a client id to its certificate).
+        **extra_ingest_identity(stack, f"v2-{uid}"),
     )
     service, _ = start_ingest(env, tmp_path / "ingest.log")
     try:

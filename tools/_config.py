@@ -22,23 +22,19 @@ import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 
-from shared.filter_config import FilterConfigError, compile_chain
+from shared.filter_config import MAX_DURATION_MS, MAX_SHOWN, FilterConfigError, compile_chain, show
 from shared.filterlib import from_compiled
-from shared.protocol import MAX_READINGS, valid_id
+from shared.protocol import MAX_READINGS, MAX_SENSORS, valid_id
 from tools._errors import UsageError
 
-# Shown in messages: a name is the user's text, and may be anything (a 40 MB string, control bytes).
-_SHOWN_CHARS = 60
-
-
-def shown(value: Any) -> str:
-    """repr(value), cut to a length a message can carry."""
-    text = repr(value) if not isinstance(value, str) or len(value) <= _SHOWN_CHARS else repr(value[:_SHOWN_CHARS])
-    return text if len(text) <= _SHOWN_CHARS + 2 else text[: _SHOWN_CHARS + 2] + "..."
+# At most this many problems are listed; the rest are counted (a list of 200,000 bad sensors is one
+# input, not 200,000 lines).
+_MAX_PROBLEMS = 50
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # No NaN or infinity anywhere: MicroPython's json cannot read them back from a bundle.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class I2CBus(_Strict):
@@ -59,7 +55,7 @@ Bus = Annotated[I2CBus | OneWireBus, Field(discriminator="type")]
 
 class _Sensor(_Strict):
     name: str
-    interval_ms: int | None = Field(default=None, ge=10)
+    interval_ms: int | None = Field(default=None, ge=10, le=MAX_DURATION_MS)
     filters: list[Any] = Field(default_factory=list)
     # ESPHome's accuracy_decimals (0 when not set): filter_out and throttle_with_priority compare values
     # rounded to it. Only the compiled chain uses it; the node does not read it.
@@ -92,11 +88,11 @@ class _I2CChip(_Sensor):
     def _check_chip(self) -> _I2CChip:
         chip = self.driver()
         if self.channel not in chip.channels:
-            raise ValueError(f"channel {shown(self.channel)} is not one of {', '.join(chip.channels)}")
+            raise ValueError(f"channel {show(self.channel)} is not one of {', '.join(chip.channels)}")
         if self.address is None:
             self.address = chip.addresses[0]
         elif self.address not in chip.addresses:
-            raise ValueError(f"address {shown(self.address)} is not one of {', '.join(map(hex, chip.addresses))}")
+            raise ValueError(f"address {show(self.address)} is not one of {', '.join(map(hex, chip.addresses))}")
         return self
 
     def conversion_ms(self) -> int:
@@ -150,7 +146,9 @@ class Batch(_Strict):
     max_readings: int = Field(
         default=60, ge=1, le=MAX_READINGS, description="a batch leaves when it holds this many readings"
     )
-    max_age_ms: int = Field(default=5_000, ge=10, description="a batch also leaves when its first reading is this old")
+    max_age_ms: int = Field(
+        default=5_000, ge=10, le=MAX_DURATION_MS, description="a batch also leaves when its first reading is this old"
+    )
 
 
 class OutboxLimits(_Strict):
@@ -177,11 +175,16 @@ _HEAP_USE = 0.9  # at most this share of the heap: the rest absorbs fragmentatio
 class Sensing(_Strict):
     """What a device samples and how: the part of its config a user writes."""
 
-    sample_interval_ms: int = Field(default=1000, ge=10, description="each sensor's interval unless it sets its own")
+    sample_interval_ms: int = Field(
+        default=1000, ge=10, le=MAX_DURATION_MS, description="each sensor's interval unless it sets its own"
+    )
     batch: Batch = Field(default_factory=Batch)
     outbox: OutboxLimits = Field(default_factory=OutboxLimits)
     buses: dict[str, Bus] = Field(default_factory=dict, description="I2C and 1-Wire buses, by name")
-    sensors: list[Sensor] = Field(min_length=1, description="what to sample, with filter chains")
+    # A batch names every sensor: the protocol's bound on names is the bound on sensors.
+    sensors: list[Sensor] = Field(
+        min_length=1, max_length=MAX_SENSORS, description="what to sample, with filter chains"
+    )
     heap_bytes: int = Field(
         default=110_000,
         ge=32_768,
@@ -195,7 +198,7 @@ class Sensing(_Strict):
         seen: set[str] = set()
         chips: dict[tuple[Any, ...], tuple[str, int]] = {}
         for sensor in self.sensors:
-            where = f"sensor {shown(sensor.name)}"
+            where = f"sensor {show(sensor.name)}"
             if not valid_id(sensor.name):
                 problems.append(f"{where}: the name must be 1-64 of a-z, 0-9, '-', '_', '.'")
             if sensor.name in seen:
@@ -207,7 +210,7 @@ class Sensing(_Strict):
                 kind = "i2c" if not isinstance(sensor, DS18B20Sensor) else "onewire"
                 bus = self.buses.get(sensor.bus)
                 if bus is None or bus.type != kind:
-                    problems.append(f"{where}: bus {shown(sensor.bus)} is not a configured {kind} bus")
+                    problems.append(f"{where}: bus {show(sensor.bus)} is not a configured {kind} bus")
                 key: tuple[Any, ...] = (
                     sensor.type,
                     sensor.bus,
@@ -217,7 +220,7 @@ class Sensing(_Strict):
                 if key in chips and chips[key][1] != interval:
                     problems.append(
                         f"{where}: interval_ms {interval} differs from {chips[key][1]} of sensor "
-                        f"{shown(chips[key][0])}, another channel of the same chip"
+                        f"{show(chips[key][0])}, another channel of the same chip"
                     )
                 chips.setdefault(key, (sensor.name, interval))
             if conversion >= interval:
@@ -228,8 +231,7 @@ class Sensing(_Strict):
                 sensor.compiled_filters()
             except FilterConfigError as exc:
                 problems.extend(f"{where}: {problem}" for problem in exc.problems)
-        if not problems:
-            problems += self._check_heap()
+        problems += self._check_heap()  # also beside other problems: every one is listed in one run
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -243,8 +245,11 @@ class Sensing(_Strict):
             (f"batch.max_readings ({self.batch.max_readings})", self.batch.max_readings * _READING_BYTES),
         ]
         for sensor in self.sensors:
-            slots = _window_slots(from_compiled(sensor.compiled_filters()))
-            parts.append((f"sensor {shown(sensor.name)} ({slots} window slots)", _SENSOR_BYTES + slots * _SLOT_BYTES))
+            try:
+                slots = _window_slots(from_compiled(sensor.compiled_filters()))
+            except (FilterConfigError, ValueError):  # listed as its own problem; counted without windows
+                slots = 0
+            parts.append((f"sensor {show(sensor.name)} ({slots} window slots)", _SENSOR_BYTES + slots * _SLOT_BYTES))
         return sorted(parts, key=lambda part: -part[1])
 
     def _check_heap(self) -> list[str]:
@@ -268,7 +273,9 @@ class Broker(_Strict):
     keepalive_s: int = Field(
         default=30, ge=5, le=3600, description="MQTT keep-alive; a broker silent 1.5 times this is lost"
     )
-    timeout_ms: int = Field(default=10_000, ge=100, description="how long the node waits for CONNACK and each PUBACK")
+    timeout_ms: int = Field(
+        default=10_000, ge=100, le=MAX_DURATION_MS, description="how long the node waits for CONNACK and each PUBACK"
+    )
 
 
 class TlsFiles(_Strict):
@@ -291,7 +298,7 @@ class DeviceConfig(Sensing):
     tls: TlsFiles = Field(default_factory=TlsFiles)
     wifi: Wifi | None = Field(default=None)
     drain_timeout_ms: int = Field(
-        default=15_000, ge=0, description="unix port: how long a stopping node empties its outbox"
+        default=15_000, ge=0, le=MAX_DURATION_MS, description="unix port: how long a stopping node empties its outbox"
     )
 
 
@@ -311,6 +318,14 @@ def _window_slots(node: Any) -> int:
     return slots
 
 
+def _key(part: Any) -> str:
+    """A location's key as written, control characters escaped, cut like any shown value."""
+    if isinstance(part, int):
+        return str(part)
+    text = str(part)
+    return repr(text[:MAX_SHOWN])[1:-1] + ("..." if len(text) > MAX_SHOWN else "")
+
+
 def _where(location: tuple[Any, ...], data: Any) -> str:
     """A problem's place in words: a sensor by its name (`sensor 'pipe'`), not by its index."""
     parts = list(location)
@@ -318,11 +333,11 @@ def _where(location: tuple[Any, ...], data: Any) -> str:
         sensors = data.get("sensors") if isinstance(data, dict) else None
         item = sensors[parts[1]] if isinstance(sensors, list) and parts[1] < len(sensors) else None
         name = item.get("name") if isinstance(item, dict) else None
-        head = f"sensor {shown(name)}" if isinstance(name, str) else f"sensor #{parts[1] + 1}"
+        head = f"sensor {show(name)}" if isinstance(name, str) else f"sensor #{parts[1] + 1}"
         # The union's tag (`bme280`) is the sensor's type, already in its config: leave it out.
         rest = [p for p in parts[2:] if not (isinstance(item, dict) and p == item.get("type"))]
-        return ".".join([head, *map(str, rest)]) if rest else head
-    return ".".join(str(part) for part in parts)
+        return ".".join([head, *map(_key, rest)]) if rest else head
+    return ".".join(_key(part) for part in parts)
 
 
 def _describe(exc: ValidationError, data: Any) -> str:
@@ -335,7 +350,9 @@ def _describe(exc: ValidationError, data: Any) -> str:
             for problem in message.split("; "):
                 lines.append(f"{where}: {problem}" if where and not problem.startswith("sensor ") else problem)
         else:
-            lines.append(f"{where}: {message} (got {shown(error.get('input'))})" if where else message)
+            lines.append(f"{where}: {message} (got {show(error.get('input'))})" if where else message)
+    if len(lines) > _MAX_PROBLEMS:
+        lines = [*lines[:_MAX_PROBLEMS], f"... and {len(lines) - _MAX_PROBLEMS} more problems"]
     return "\n".join(f"  - {line}" for line in lines)
 
 
@@ -358,6 +375,7 @@ def compile_sensing(config: Sensing) -> dict[str, Any]:
     """A checked config (a `Sensing`, or a whole `DeviceConfig`) as the node reads it: every default
     written out, filters compiled."""
     data = config.model_dump(mode="json", exclude_none=True)
+    del data["heap_bytes"]  # the checker's, not the node's
     for sensor, checked in zip(data["sensors"], config.sensors, strict=True):
         sensor["filters"] = checked.compiled_filters()
         del sensor["accuracy_decimals"]
