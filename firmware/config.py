@@ -15,7 +15,6 @@ _DEFAULTS = {
     "batch": {"max_readings": 60, "max_age_ms": 5000},
     "outbox": {"capacity": 64, "max_bytes": 24576},
     "drain_timeout_ms": 15000,
-    "broker": {"keepalive_s": 30, "timeout_ms": 10000},
 }
 
 
@@ -40,6 +39,8 @@ def load_config(text):
     broker = config.get("broker")
     if not isinstance(broker, dict) or not broker.get("host") or not isinstance(broker.get("port"), int):
         raise ConfigError("broker must give host and port")
+    broker.setdefault("keepalive_s", 30)
+    broker.setdefault("timeout_ms", 10000)
     tls = config.get("tls")
     if not isinstance(tls, dict) or not all(tls.get(k) for k in ("ca", "cert", "key")):
         raise ConfigError("tls must name the ca, cert and key files")
