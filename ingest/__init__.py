@@ -15,11 +15,12 @@ from ingest._errors import (
 from ingest._fleet import BROKER_PROGRAM, DYNSEC_TOPIC_ROOT, BrokerControl, Fleet, Revocation
 from ingest._pki import CertificateAuthority, Credentials, Issued, PkiLayout, write_atomic
 from ingest._registry import Certificate, Device, Registry, check_device_id, check_labels
-from ingest._settings import Settings, load_settings
+from ingest._settings import MAX_UNACKED_MESSAGES, Settings, load_settings
 
 __all__ = [
     "BROKER_PROGRAM",
     "DYNSEC_TOPIC_ROOT",
+    "MAX_UNACKED_MESSAGES",
     "BrokerControl",
     "Certificate",
     "CertificateAuthority",

@@ -4,7 +4,10 @@ Messages arrive at QoS 1 on a persistent session with manual acknowledgement, so
 has not stored is delivered again after a crash or a disconnect. A message that can never be stored
 (malformed, too large, wrong version, unknown device, out of bounds) is counted by reason, logged (at
 most once a minute per device and reason) and acknowledged so that it does not block the ones behind
-it. No message can end the consumer: whatever handling one raises costs that message alone (counted as
+it. Messages flow through a `Pipeline`: checked on receipt, their points gathered into one write batch
+(by points and age), written by a task of its own while the next messages arrive, and acknowledged in
+the order received once their batch is stored, with a bounded window of unacknowledged messages.
+No message can end the consumer: whatever handling one raises costs that message alone (counted as
 `internal_error`, acknowledged). Should the consumer task end anyway, `supervise` restarts it with
 backoff, and /healthz answers 503 until it is connected again.
 """
@@ -17,8 +20,9 @@ import sqlite3
 import ssl
 import time
 import traceback
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
@@ -26,7 +30,7 @@ import aiomqtt
 from ingest._errors import RejectedMessage, StorageError
 from ingest._registry import Registry
 from ingest._settings import Settings
-from ingest._writer import PointWriter, to_lines
+from ingest._writer import PointWriter, to_text
 from shared import decode, protocol
 
 log = logging.getLogger("fieldlink.ingest")
@@ -208,6 +212,19 @@ class Verifier:
         known |= new
 
 
+@dataclass(slots=True)
+class Accepted:
+    """A data message that passed every check and waits for its batch to be stored."""
+
+    topic: str
+    device_id: str
+    seq: int
+    readings: list[tuple[int, str, float]]
+    failed: int
+    newest: int | None
+    text: str  # its points' line protocol ("" without any)
+
+
 class Consumer:
     def __init__(self, settings: Settings, registry: Registry, writer: PointWriter, stats: Stats) -> None:
         self._settings = settings
@@ -232,6 +249,13 @@ class Consumer:
         # Status is small and retained: every worker keeps all of it, so it is never shared.
         return [(data, 1), (protocol.STATUS_SUBSCRIPTION, 1)]
 
+    def pipeline(self, ack: Callable[[Any], None]) -> Pipeline:
+        """A pipeline with this consumer's settings; `ack(token)` acknowledges one message."""
+        s = self._settings
+        return Pipeline(
+            self, ack, window=s.max_unacked_messages, batch_points=s.write_batch_points, batch_ms=s.write_batch_ms
+        )
+
     async def run(self) -> None:
         """Consume until cancelled, reconnecting with backoff."""
         s = self._settings
@@ -247,19 +271,25 @@ class Consumer:
                 tls_insecure=False,
             )
             # Acknowledge only after the write (aiomqtt 2.x would acknowledge on receipt).
-            client._client.manual_ack_set(True)
+            paho_client = client._client
+            paho_client.manual_ack_set(True)
+
+            def ack(token: tuple[int, int], paho_client: Any = paho_client) -> None:
+                paho_client.ack(*token)
+
             try:
                 async with client:
                     self._stats.mqtt_connected = True
                     backoff = 0.5
                     log.info("connected to mqtts://%s:%s", s.mqtt_host, s.mqtt_port)
                     await client.subscribe(self._subscriptions())
-                    async for message in client.messages:
-                        payload = message.payload
-                        if not isinstance(payload, bytes | bytearray):
-                            payload = str(payload).encode()
-                        await self.handle(str(message.topic), bytes(payload))  # never raises
-                        client._client.ack(message.mid, message.qos)
+                    # What the pipeline holds unacknowledged when the connection ends is delivered again.
+                    async with self.pipeline(ack) as pipeline:
+                        async for message in client.messages:
+                            payload = message.payload
+                            if not isinstance(payload, bytes | bytearray):
+                                payload = str(payload).encode()
+                            await pipeline.submit(str(message.topic), bytes(payload), (message.mid, message.qos))
             except aiomqtt.MqttError as exc:
                 self._stats.mqtt_connected = False
                 self._stats.counters["mqtt_disconnects"] += 1
@@ -270,45 +300,63 @@ class Consumer:
                 self._stats.mqtt_connected = False
 
     async def handle(self, topic: str, payload: bytes) -> None:
-        """Process one message to its end: stored, or counted by reason. Never raises (but when
-        cancelled), so that the message is acknowledged whatever it holds."""
+        """Process one message to its end, alone: stored, or counted by reason. Never raises (but when
+        cancelled), so that the message can be acknowledged whatever it holds."""
+        accepted = await self.prepare(topic, payload)
+        if accepted is not None:
+            await self.store([accepted])
+
+    async def prepare(self, topic: str, payload: bytes) -> Accepted | None:
+        """Count, decode and check one message. A status message is handled to its end; a data message
+        that passed comes back to be stored; a refused one is counted and logged (None). Never raises
+        (but when cancelled)."""
         is_status = topic.endswith("/status")
         self._stats.counters["status_received" if is_status else "received"] += 1
         try:
-            await self._handle_until_settled(topic, payload, is_status)
+            return await self._prepare_until_settled(topic, payload, is_status)
         except RejectedMessage as exc:
-            self._stats.reject(exc.reason)
-            self._log_refusal(topic, "status" if is_status else "message", exc.reason, str(exc))
+            self._refuse(topic, "status" if is_status else "message", exc)
         except Exception as exc:  # a bug must cost one message, never the consumer
-            self._stats.reject("internal_error")
-            suppressed = self.log_limiter.allow((_source(topic), "internal_error"))
-            if suppressed is not None:
-                frames = "".join(traceback.format_tb(exc.__traceback__)).rstrip()
-                log.error(
-                    "failed to process a message on %s (internal_error): %s: %s%s\n%s",
-                    _quote(topic),
-                    type(exc).__name__,
-                    escape(str(exc)),
-                    _suppressed(suppressed),
-                    frames,
-                )
+            self._internal_error(topic, exc)
+        return None
 
-    async def _handle_until_settled(self, topic: str, payload: bytes, is_status: bool) -> None:
-        """Handle the message; while the registry cannot be read or written (locked past its timeout,
+    def _refuse(self, topic: str, kind: str, exc: RejectedMessage) -> None:
+        self._stats.reject(exc.reason)
+        self._log_refusal(topic, kind, exc.reason, str(exc))
+
+    def _internal_error(self, topic: str, exc: BaseException) -> None:
+        self._stats.reject("internal_error")
+        suppressed = self.log_limiter.allow((_source(topic), "internal_error"))
+        if suppressed is not None:
+            frames = "".join(traceback.format_tb(exc.__traceback__)).rstrip()
+            log.error(
+                "failed to process a message on %s (internal_error): %s: %s%s\n%s",
+                _quote(topic),
+                type(exc).__name__,
+                escape(str(exc)),
+                _suppressed(suppressed),
+                frames,
+            )
+
+    async def _registry_unavailable(self, exc: sqlite3.OperationalError, delay: float) -> float:
+        """Count and log a registry that cannot be read or written, wait `delay`; the next delay."""
+        self._stats.counters["registry_retries"] += 1
+        log.warning("device registry unavailable (%s); retrying in %.1f s", escape(str(exc), 300), delay)
+        await asyncio.sleep(delay)
+        return min(delay * 2, self._settings.write_retry_max_s)
+
+    async def _prepare_until_settled(self, topic: str, payload: bytes, is_status: bool) -> Accepted | None:
+        """Check the message; while the registry cannot be read or written (locked past its timeout,
         a full disk), wait and try again: such a message is not refused, and so not acknowledged."""
         delay = 0.2
         while True:
             try:
                 if is_status:
                     self._handle_status(topic, payload)
-                else:
-                    await self._handle_data(topic, payload)
-                return
+                    return None
+                return self._check_data(topic, payload)
             except sqlite3.OperationalError as exc:
-                self._stats.counters["registry_retries"] += 1
-                log.warning("device registry unavailable (%s); retrying in %.1f s", escape(str(exc), 300), delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._settings.write_retry_max_s)
+                delay = await self._registry_unavailable(exc, delay)
 
     def _log_refusal(self, topic: str, kind: str, reason: str, detail: str) -> None:
         suppressed = self.log_limiter.allow((_source(topic), kind, reason))
@@ -317,23 +365,47 @@ class Consumer:
                 "rejected %s on %s (%s): %s%s", kind, _quote(topic), reason, escape(detail), _suppressed(suppressed)
             )
 
-    async def _handle_data(self, topic: str, payload: bytes) -> None:
-        stats = self._stats
+    def _check_data(self, topic: str, payload: bytes) -> Accepted:
         device_id, seq, readings, failed, newest = self._verifier.check_batch(topic, payload, int(time.time() * 1000))
-        if readings:
-            await self._write_with_retry(device_id, to_lines(device_id, readings))
-        if newest is not None:
-            self._registry.touch(device_id, newest)  # the device's own newest timestamp
-        stats.counters["stored_messages"] += 1
-        stats.counters["stored_points"] += len(readings)
-        stats.counters["failed_reads"] += failed
-        latest = stats.latest.setdefault(device_id, {})
-        for timestamp_ms, sensor, value in readings:
-            current = latest.get(sensor)
-            if current is None or current["time_ms"] <= timestamp_ms:
-                latest[sensor] = {"time_ms": timestamp_ms, "value": value}
-        stats.last_seen[device_id] = int(time.time() * 1000)
-        log.debug("stored %d points from %s (seq %d)", len(readings), device_id, seq)
+        text = to_text(device_id, readings) if readings else ""
+        return Accepted(topic, device_id, seq, readings, failed, newest, text)
+
+    async def store(self, batch: list[Accepted]) -> None:
+        """Write the points of `batch` as one request (retrying while InfluxDB is down), then count each
+        message as stored. Never raises (but when cancelled): each message ends stored or refused."""
+        try:
+            stored = await self._write_with_retry(batch)
+        except Exception as exc:  # a bug must cost these messages, never the consumer
+            for item in batch:
+                self._internal_error(item.topic, exc)
+            return
+        for item in stored:
+            await self._finish(item)
+
+    async def _finish(self, item: Accepted) -> None:
+        """Count a stored message and note its device's newest readings."""
+        stats = self._stats
+        delay = 0.2
+        try:
+            while True:
+                try:
+                    if item.newest is not None:
+                        self._registry.touch(item.device_id, item.newest)  # the device's own newest timestamp
+                    break
+                except sqlite3.OperationalError as exc:
+                    delay = await self._registry_unavailable(exc, delay)
+            stats.counters["stored_messages"] += 1
+            stats.counters["stored_points"] += len(item.readings)
+            stats.counters["failed_reads"] += item.failed
+            latest = stats.latest.setdefault(item.device_id, {})
+            for timestamp_ms, sensor, value in item.readings:
+                current = latest.get(sensor)
+                if current is None or current["time_ms"] <= timestamp_ms:
+                    latest[sensor] = {"time_ms": timestamp_ms, "value": value}
+            stats.last_seen[item.device_id] = int(time.time() * 1000)
+            log.debug("stored %d points from %s (seq %d)", len(item.readings), item.device_id, item.seq)
+        except Exception as exc:
+            self._internal_error(item.topic, exc)
 
     def _handle_status(self, topic: str, payload: bytes) -> None:
         try:
@@ -348,20 +420,184 @@ class Consumer:
             if suppressed is not None:
                 log.warning("device %s reports: %s%s", device_id, escape(status["error"]), _suppressed(suppressed))
 
-    async def _write_with_retry(self, device_id: str, lines: list[str]) -> None:
-        """Retry until InfluxDB takes the points: holding the message back is how we lose nothing.
-        A device revoked while its message waits is refused before the next attempt."""
+    async def _write_with_retry(self, batch: list[Accepted]) -> list[Accepted]:
+        """Retry until InfluxDB takes the points: holding the messages back is how we lose nothing.
+        Before each new attempt, the messages of a device revoked meanwhile are refused and their points
+        left out. Returns the messages whose points are stored (those without points included)."""
         delay = 0.2
+        recheck = False
         while True:
+            if recheck:
+                try:
+                    batch = self._still_active(batch)
+                except sqlite3.OperationalError as exc:  # cannot tell who is revoked: write nothing yet
+                    delay = await self._registry_unavailable(exc, delay)
+                    continue
+            body = "\n".join([item.text for item in batch if item.text])
+            if not body:
+                return batch
             try:
-                await self._writer.write(lines)
-                return
+                await self._writer.write(body.encode())
+                return batch
             except StorageError as exc:
                 self._stats.counters["write_retries"] += 1
                 log.warning("write failed (%s); retrying in %.1f s", escape(str(exc), 300), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._settings.write_retry_max_s)
+                recheck = True
+            except RejectedMessage as exc:
+                # InfluxDB judged the points themselves (a field type conflict): find the message(s) it
+                # refuses by writing each alone; the others are stored.
+                with_points = [item for item in batch if item.text]
+                if len(with_points) == 1:
+                    self._refuse(with_points[0].topic, "message", exc)
+                    return [item for item in batch if item is not with_points[0]]
+                stored: list[Accepted] = []
+                for item in batch:
+                    stored += await self._write_with_retry([item])
+                return stored
+
+    def _still_active(self, batch: list[Accepted]) -> list[Accepted]:
+        """`batch` without the messages of devices no longer active (each refused and counted)."""
+        refused: dict[str, RejectedMessage] = {}
+        for device_id in {item.device_id for item in batch}:
+            try:
                 self._verifier.require_active(device_id)
+            except RejectedMessage as exc:
+                refused[device_id] = exc
+        if not refused:
+            return batch
+        kept: list[Accepted] = []
+        for item in batch:
+            refusal = refused.get(item.device_id)
+            if refusal is None:
+                kept.append(item)
+            else:
+                self._refuse(item.topic, "message", refusal)
+        return kept
+
+
+class _Slot:
+    """One message read from the broker: acknowledged once it and every message before it are done."""
+
+    __slots__ = ("done", "token")
+
+    def __init__(self, token: Any) -> None:
+        self.token = token
+        self.done = False
+
+
+class Pipeline:
+    """Receive → check → batch → write → acknowledge, with writes overlapping the next messages.
+
+    `submit` checks a message and adds its points to the open batch; the batch goes to the writer task
+    when it holds `batch_points` points, when it is `batch_ms` old, or when the window is full. The
+    writer stores one batch at a time, in order, retrying while InfluxDB is down. A message is done when
+    it is refused (at once) or when its batch is stored; done messages are acknowledged in the order they
+    were received, each only once every message before it is done (MQTT 3.1.1 wants PUBACKs in order).
+    At most `window` messages are read and not yet acknowledged: `submit` waits while that many are.
+    A refused message holds no slot longer than the messages before it (with nothing before it, it is
+    acknowledged at once), so refusals never stall the pipeline.
+    """
+
+    def __init__(
+        self, consumer: Consumer, ack: Callable[[Any], None], *, window: int, batch_points: int, batch_ms: int
+    ) -> None:
+        self._consumer = consumer
+        self._ack = ack
+        self._window = window
+        self._batch_points = batch_points
+        self._batch_s = batch_ms / 1000
+        self._slots: deque[_Slot] = deque()  # read and not yet acknowledged, in the order received
+        self._space = asyncio.Event()
+        self._batch: list[tuple[_Slot, Accepted]] = []
+        self._points = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._queue: asyncio.Queue[list[tuple[_Slot, Accepted]]] = asyncio.Queue()  # bounded by the window
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Pipeline:
+        self._task = asyncio.create_task(self._write_loop(), name="ingest-writer")
+        self._task.add_done_callback(lambda _: self._space.set())  # wake a waiting `submit` to see it
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._task is not None:
+            # Whatever it holds unacknowledged is delivered again; a failure of its own has already
+            # reached the receive loop through `submit`.
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    @property
+    def unacked(self) -> int:
+        """Messages read and not yet acknowledged."""
+        return len(self._slots)
+
+    async def submit(self, topic: str, payload: bytes, token: Any) -> None:
+        """Take one message (`token` is what `ack` gets for it); waits while the window is full. Raises
+        only if the writer task failed (or when cancelled)."""
+        while len(self._slots) >= self._window:
+            self._check_writer()
+            self._space.clear()
+            await self._space.wait()
+        self._check_writer()
+        slot = _Slot(token)
+        self._slots.append(slot)
+        accepted = await self._consumer.prepare(topic, payload)
+        if accepted is None:  # refused, or a status message: done now
+            slot.done = True
+            self._release()
+            return
+        self._batch.append((slot, accepted))
+        self._points += len(accepted.readings)
+        if self._points >= self._batch_points or len(self._slots) >= self._window:
+            self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._batch_s, self.flush)
+
+    def flush(self) -> None:
+        """Hand the open batch to the writer now."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._batch:
+            self._queue.put_nowait(self._batch)
+            self._batch = []
+            self._points = 0
+
+    async def drain(self) -> None:
+        """Flush, and wait until every message taken is acknowledged (for tests and a clean stop)."""
+        self.flush()
+        while self._slots:
+            self._check_writer()
+            self._space.clear()
+            await self._space.wait()
+
+    def _check_writer(self) -> None:
+        task = self._task
+        if task is None:
+            raise RuntimeError("the pipeline is not started (use `async with`)")
+        if task.done():
+            exc = None if task.cancelled() else task.exception()
+            raise RuntimeError("the pipeline's writer stopped") from exc
+
+    def _release(self) -> None:
+        """Acknowledge the done messages at the head, in order."""
+        slots = self._slots
+        while slots and slots[0].done:
+            self._ack(slots.popleft().token)
+        self._space.set()
+
+    async def _write_loop(self) -> None:
+        while True:
+            batch = await self._queue.get()
+            await self._consumer.store([accepted for _, accepted in batch])
+            for slot, _ in batch:
+                slot.done = True
+            self._release()
 
 
 def _source(topic: str) -> str:

@@ -6,7 +6,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -22,6 +22,11 @@ _fallbacks: ContextVar[dict[str, Any] | None] = ContextVar("fieldlink_settings_f
 
 
 _MIN_TOKEN_LENGTH = 16
+
+# Messages the consumer holds read but not yet acknowledged. The local broker's
+# `max_inflight_messages` (tools/_stack.py) is set from this number: the broker sends no more
+# unacknowledged QoS 1 messages than the consumer would hold, and holds back no fewer.
+MAX_UNACKED_MESSAGES = 100
 
 
 class Settings(BaseSettings):
@@ -76,6 +81,13 @@ class Settings(BaseSettings):
     # Distinct sensor names a device may ever use (its InfluxDB series), kept in the registry.
     max_sensors_per_device: int = 128
     write_retry_max_s: float = 30.0
+    # A write batch leaves when it holds this many points, or when its first message is this old, or
+    # when the window of unacknowledged messages is full.
+    write_batch_points: int = Field(default=5000, ge=1)
+    write_batch_ms: int = Field(default=200, ge=1)
+    # Messages read but not yet acknowledged (they are acknowledged once their batch is stored); keep
+    # it equal to the broker's `max_inflight_messages`.
+    max_unacked_messages: int = Field(default=MAX_UNACKED_MESSAGES, ge=1)
 
     @classmethod
     def settings_customise_sources(

@@ -29,8 +29,8 @@ class FakeWriter:
     def __init__(self) -> None:
         self.lines: list[str] = []
 
-    async def write(self, lines: list[str]) -> None:
-        self.lines += lines
+    async def write(self, body: bytes) -> None:
+        self.lines += body.decode().split("\n")
 
     async def close(self) -> None:
         pass
@@ -464,7 +464,7 @@ class FailingWriter(FakeWriter):
         self.failures = failures
         self.on_failure: list[Any] = []
 
-    async def write(self, lines: list[str]) -> None:
+    async def write(self, body: bytes) -> None:
         from ingest import StorageError
 
         if self.failures:
@@ -472,7 +472,7 @@ class FailingWriter(FakeWriter):
             for hook in self.on_failure:
                 hook()
             raise StorageError("connection refused")
-        await super().write(lines)
+        await super().write(body)
 
 
 def test_a_device_revoked_while_its_message_waits_for_the_database_is_refused(registry: Registry) -> None:

@@ -84,12 +84,12 @@ def test_registry_rejects_duplicates_and_bad_ids(tmp_path: Path) -> None:
 
 
 def test_line_protocol_is_exact() -> None:
-    from ingest._writer import to_lines
+    from ingest._writer import to_text
 
-    assert to_lines("node-1", [(1700000000123, "temperature", 21.5), (1700000000124, "rh", 40.0)]) == [
-        "readings,device=node-1,sensor=temperature value=21.5 1700000000123",
-        "readings,device=node-1,sensor=rh value=40.0 1700000000124",
-    ]
+    assert to_text("node-1", [(1700000000123, "temperature", 21.5), (1700000000124, "rh", 40.0)]) == (
+        "readings,device=node-1,sensor=temperature value=21.5 1700000000123\n"
+        "readings,device=node-1,sensor=rh value=40.0 1700000000124"
+    )
 
 
 def test_registry_migrates_a_version_1_file(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from ingest import Settings, StorageError
-from ingest._writer import InfluxV2Writer, to_lines
+from ingest._writer import InfluxV2Writer, to_text
 from tests.support import StackInfo, extra_ingest_identity, run_node, start_ingest, wait_until
 from tools._process import free_port, stop_pid, wait_port
 
@@ -72,7 +72,7 @@ def test_v2_writer_stores_exact_points(victoria: Victoria) -> None:
     async def write() -> None:
         writer = InfluxV2Writer(_settings(victoria.url))
         try:
-            await writer.write(to_lines("v2-node", readings))
+            await writer.write(to_text("v2-node", readings).encode())
         finally:
             await writer.close()
 
@@ -84,7 +84,7 @@ def test_v2_writer_without_a_server_raises_storage_error() -> None:
     async def write() -> None:
         writer = InfluxV2Writer(_settings(f"http://127.0.0.1:{free_port()}"))
         try:
-            await writer.write(to_lines("nobody", [(1, "t", 1.0)]))
+            await writer.write(to_text("nobody", [(1, "t", 1.0)]).encode())
         finally:
             await writer.close()
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from ingest import BROKER_PROGRAM, DYNSEC_TOPIC_ROOT, CertificateAuthority, Registry, write_atomic
+from ingest import BROKER_PROGRAM, DYNSEC_TOPIC_ROOT, MAX_UNACKED_MESSAGES, CertificateAuthority, Registry, write_atomic
 from shared.identities import ADMIN_IDENTITY, INGEST_IDENTITY
 from shared.protocol import (
     DATA_SUBSCRIPTION,
@@ -112,8 +112,8 @@ log_type warning
 log_type notice
 log_type information
 connection_messages true
-# The ingest service acknowledges after its write; a window this size covers a batch of messages.
-max_inflight_messages 100
+# The ingest service acknowledges after its write; its window of unacknowledged messages is this size.
+max_inflight_messages {MAX_UNACKED_MESSAGES}
 # Queued for the ingest service's persistent session while it is away.
 max_queued_messages 200000
 # The service's own payload limit: larger messages are dropped here (QoS 1 still acknowledged).
