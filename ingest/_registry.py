@@ -302,6 +302,11 @@ class Registry:
             db.execute("DELETE FROM devices WHERE id = ?", (device_id,))
             db.execute("DELETE FROM sensors WHERE device_id = ?", (device_id,))
 
+    def certificates_without_serial(self) -> list[tuple[str, str]]:
+        """(device id, SHA-256) of certificates migrated from a version-1 registry, serial unknown."""
+        rows = self._db.execute("SELECT device_id, sha256 FROM certificates WHERE serial IS NULL")
+        return [(device_id, sha256) for device_id, sha256 in rows]
+
     def set_serial(self, sha256: str, serial: str) -> None:
         """Fill in the serial of a certificate migrated from a version-1 registry."""
         self._db.execute("UPDATE certificates SET serial = ? WHERE sha256 = ? AND serial IS NULL", (serial, sha256))

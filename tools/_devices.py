@@ -25,7 +25,9 @@ from ingest import (
     check_device_id,
     write_atomic,
 )
+from shared.protocol import valid_id
 from tools._config import (
+    IDENTITY_FIELDS,
     Broker,
     DeviceConfig,
     Sensing,
@@ -83,13 +85,12 @@ def open_fleet(home: Home, *, broker: bool = True) -> Iterator[Fleet]:
 
 def _fill_migrated_serials(home: Home, registry: Registry) -> None:
     """A registry migrated from version 1 knows fingerprints only; the bundles know the serials."""
-    for device in registry.devices():
-        for cert in device.certificates:
-            pem = home.devices / device.id / "cert.pem"
-            if cert.serial is None and pem.is_file():
-                issued = Issued.from_pem(pem.read_bytes())
-                if issued.sha256 == cert.sha256:
-                    registry.set_serial(cert.sha256, issued.serial)
+    for device_id, sha256 in registry.certificates_without_serial():
+        pem = home.devices / device_id / "cert.pem"
+        if valid_id(device_id) and pem.is_file():
+            issued = Issued.from_pem(pem.read_bytes())
+            if issued.sha256 == sha256:
+                registry.set_serial(sha256, issued.serial)
 
 
 def _bundle_files(credentials: Credentials) -> dict[str, tuple[bytes, int]]:
@@ -163,9 +164,7 @@ def configure_device(home: Home, device_id: str, sensing: Sensing) -> Path:
         current = json.loads(path.read_text())
         if not isinstance(current, dict):
             raise ValueError("not a JSON object")
-        identity = {
-            k: v for k, v in current.items() if k in DeviceConfig.model_fields and k not in Sensing.model_fields
-        }
+        identity = {k: v for k, v in current.items() if k in IDENTITY_FIELDS}
         config = DeviceConfig.model_validate({**identity, **sensing.model_dump()})
     except ValueError as exc:  # pydantic's ValidationError is one too
         raise UsageError(f"{path} is damaged ({str(exc)[:300]}); add the device again or restore the file") from exc
