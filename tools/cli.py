@@ -285,6 +285,8 @@ def _stack_fallbacks(home: Home) -> dict[str, Any]:
         "influx_api": "v1",
         "influx_database": state.database,
         "registry_path": home.registry_path,
+        # Each ingest process spools into a folder of its own under this one (named by its identity).
+        "spool_dir": home.root / "spool",
         # The admin API manages this machine's fleet: its CA, CRL and broker.
         "fleet_pki_dir": home.pki,
         "broker_pid_file": home.broker_pid_path,
