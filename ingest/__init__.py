@@ -9,6 +9,8 @@ from ingest._errors import (
     RegistryError,
     RejectedMessage,
     SettingsError,
+    SpoolError,
+    SpoolFull,
     StorageError,
     UnknownDevice,
 )
@@ -39,6 +41,8 @@ __all__ = [
     "Revocation",
     "Settings",
     "SettingsError",
+    "SpoolError",
+    "SpoolFull",
     "StorageError",
     "UnknownDevice",
     "check_device_id",

@@ -30,10 +30,15 @@ import aiomqtt
 from ingest._errors import RejectedMessage, StorageError
 from ingest._registry import Registry
 from ingest._settings import Settings
+from ingest._storage import Storage
 from ingest._writer import PointWriter, to_text
 from shared import decode, protocol
 
 log = logging.getLogger("fieldlink.ingest")
+
+# On a clean stop, how long the pipeline may take, beyond one write's time, to store (or spool) and
+# acknowledge what it has read, while the connection to the broker is still open.
+_STOP_GRACE_S = 5.0
 
 # Longest text from a device (topic, error message, refusal detail) that goes into a log line.
 MAX_LOGGED_CHARS = 200
@@ -226,11 +231,27 @@ class Accepted:
 
 
 class Consumer:
-    def __init__(self, settings: Settings, registry: Registry, writer: PointWriter, stats: Stats) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        writer: PointWriter,
+        stats: Stats,
+        storage: Storage | None = None,
+    ) -> None:
+        """`storage` decides where batches go (InfluxDB, or the spool during an outage); without one,
+        they go to `writer` alone, and an outage holds the messages unacknowledged."""
         self._settings = settings
         self._registry = registry
         self._verifier = Verifier(settings, registry)
-        self._writer = writer
+        self._storage = storage or Storage(
+            writer,
+            None,
+            stats.counters,
+            spool_after_s=settings.spool_after_s,
+            retry_max_s=settings.write_retry_max_s,
+            is_active=registry.is_active,
+        )
         self._stats = stats
         self.log_limiter = LogLimiter()
 
@@ -253,7 +274,12 @@ class Consumer:
         """A pipeline with this consumer's settings; `ack(token)` acknowledges one message."""
         s = self._settings
         return Pipeline(
-            self, ack, window=s.max_unacked_messages, batch_points=s.write_batch_points, batch_ms=s.write_batch_ms
+            self,
+            ack,
+            window=s.max_unacked_messages,
+            batch_points=s.write_batch_points,
+            batch_ms=s.write_batch_ms,
+            stop_timeout_s=s.spool_after_s + _STOP_GRACE_S,
         )
 
     async def run(self) -> None:
@@ -379,11 +405,12 @@ class Consumer:
             for item in batch:
                 self._internal_error(item.topic, exc)
             return
-        for item in stored:
-            await self._finish(item)
+        for item, written in stored:
+            await self._finish(item, written)
 
-    async def _finish(self, item: Accepted) -> None:
-        """Count a stored message and note its device's newest readings."""
+    async def _finish(self, item: Accepted, written: bool) -> None:
+        """Count a stored message (its points in InfluxDB if `written`, else in the spool, counted as
+        stored points when written back) and note its device's newest readings."""
         stats = self._stats
         delay = 0.2
         try:
@@ -395,7 +422,8 @@ class Consumer:
                 except sqlite3.OperationalError as exc:
                     delay = await self._registry_unavailable(exc, delay)
             stats.counters["stored_messages"] += 1
-            stats.counters["stored_points"] += len(item.readings)
+            if written:
+                stats.counters["stored_points"] += len(item.readings)
             stats.counters["failed_reads"] += item.failed
             latest = stats.latest.setdefault(item.device_id, {})
             for timestamp_ms, sensor, value in item.readings:
@@ -420,10 +448,11 @@ class Consumer:
             if suppressed is not None:
                 log.warning("device %s reports: %s%s", device_id, escape(status["error"]), _suppressed(suppressed))
 
-    async def _write_with_retry(self, batch: list[Accepted]) -> list[Accepted]:
-        """Retry until InfluxDB takes the points: holding the messages back is how we lose nothing.
-        Before each new attempt, the messages of a device revoked meanwhile are refused and their points
-        left out. Returns the messages whose points are stored (those without points included)."""
+    async def _write_with_retry(self, batch: list[Accepted]) -> list[tuple[Accepted, bool]]:
+        """Retry until InfluxDB or the spool takes the points: holding the messages back is how we lose
+        nothing. Before each new attempt, the messages of a device revoked meanwhile are refused and their
+        points left out. Returns the messages whose points are stored (those without points included),
+        each with whether its points went to InfluxDB (else to the spool)."""
         delay = 0.2
         recheck = False
         while True:
@@ -435,10 +464,10 @@ class Consumer:
                     continue
             body = "\n".join([item.text for item in batch if item.text])
             if not body:
-                return batch
+                return [(item, True) for item in batch]
             try:
-                await self._writer.write(body.encode())
-                return batch
+                written = await self._storage.store(body.encode(), sum(len(item.readings) for item in batch))
+                return [(item, written) for item in batch]
             except StorageError as exc:
                 self._stats.counters["write_retries"] += 1
                 log.warning("write failed (%s); retrying in %.1f s", escape(str(exc), 300), delay)
@@ -451,8 +480,8 @@ class Consumer:
                 with_points = [item for item in batch if item.text]
                 if len(with_points) == 1:
                     self._refuse(with_points[0].topic, "message", exc)
-                    return [item for item in batch if item is not with_points[0]]
-                stored: list[Accepted] = []
+                    return [(item, True) for item in batch if item is not with_points[0]]
+                stored: list[tuple[Accepted, bool]] = []
                 for item in batch:
                     stored += await self._write_with_retry([item])
                 return stored
@@ -498,10 +527,21 @@ class Pipeline:
     At most `window` messages are read and not yet acknowledged: `submit` waits while that many are.
     A refused message holds no slot longer than the messages before it (with nothing before it, it is
     acknowledged at once), so refusals never stall the pipeline.
+
+    Cancelled (a clean stop: SIGTERM), it first stores or spools what it holds and acknowledges it,
+    for up to `stop_timeout_s`; leaving for any other reason (the connection is lost), it stops at once.
+    Either way, what it has not stored stays unacknowledged, and the broker delivers it again.
     """
 
     def __init__(
-        self, consumer: Consumer, ack: Callable[[Any], None], *, window: int, batch_points: int, batch_ms: int
+        self,
+        consumer: Consumer,
+        ack: Callable[[Any], None],
+        *,
+        window: int,
+        batch_points: int,
+        batch_ms: int,
+        stop_timeout_s: float = 0.0,
     ) -> None:
         self._consumer = consumer
         self._ack = ack
@@ -515,13 +555,19 @@ class Pipeline:
         self._timer: asyncio.TimerHandle | None = None
         self._queue: asyncio.Queue[list[tuple[_Slot, Accepted]]] = asyncio.Queue()  # bounded by the window
         self._task: asyncio.Task[None] | None = None
+        self._stop_timeout_s = stop_timeout_s
 
     async def __aenter__(self) -> Pipeline:
         self._task = asyncio.create_task(self._write_loop(), name="ingest-writer")
         self._task.add_done_callback(lambda _: self._space.set())  # wake a waiting `submit` to see it
         return self
 
-    async def __aexit__(self, *_: object) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if self._task is not None and exc_type is asyncio.CancelledError and self._stop_timeout_s > 0:
+            try:
+                await asyncio.wait_for(self.drain(), self._stop_timeout_s)
+            except (TimeoutError, RuntimeError):
+                log.warning("stopping with %d messages not stored: the broker delivers them again", self.unacked)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

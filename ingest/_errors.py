@@ -39,6 +39,14 @@ class StorageError(IngestError):
     """The database did not take a write; the message stays unacknowledged and is retried."""
 
 
+class SpoolError(IngestError):
+    """The spool folder cannot be used (in use by another process, unwritable, changed on disk)."""
+
+
+class SpoolFull(SpoolError):
+    """The spool holds its bound: the batch stays with its messages, unacknowledged."""
+
+
 class RejectedMessage(IngestError):
     """A message that will never be stored; `reason` is the counter it is counted under."""
 

@@ -208,6 +208,9 @@ class Registry:
         row = self._db.execute("SELECT status FROM devices WHERE id = ?", (device_id,)).fetchone()
         return row[0] if row else None
 
+    def is_active(self, device_id: str) -> bool:
+        return self.status(device_id) == "active"
+
     def devices(self) -> list[Device]:
         rows = self._db.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices ORDER BY id").fetchall()
         return [d for d in (self._device(row) for row in rows) if d is not None]

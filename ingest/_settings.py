@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
@@ -88,6 +89,19 @@ class Settings(BaseSettings):
     # Messages read but not yet acknowledged (they are acknowledged once their batch is stored); keep
     # it equal to the broker's `max_inflight_messages`.
     max_unacked_messages: int = Field(default=MAX_UNACKED_MESSAGES, ge=1)
+    # When InfluxDB fails a write or does not answer within `spool_after_s`, batches go to the spool
+    # (checksummed, fsynced records) and are acknowledged; they are written back once InfluxDB answers
+    # again, and on start-up. Each process spools into `spool_dir/<its MQTT client id>` (`spool_path`),
+    # so workers never share one. At `spool_max_bytes` the messages wait unacknowledged at the broker
+    # instead; 0 turns the spool off.
+    spool_dir: Path = Path(".fieldlink/spool")
+    spool_max_bytes: int = Field(default=1024**3, ge=0)
+    spool_after_s: float = Field(default=2.0, gt=0)
+
+    @property
+    def spool_path(self) -> Path:
+        """This process's spool folder: one per MQTT identity, as one process holds each identity."""
+        return self.spool_dir / re.sub(r"[^A-Za-z0-9._-]", "_", self.mqtt_client_id)
 
     @classmethod
     def settings_customise_sources(

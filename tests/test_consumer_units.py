@@ -357,18 +357,18 @@ def test_escape() -> None:
 def test_healthz_answers_503_saying_why(registry: Registry) -> None:
     stats = Stats()
     response = Response()
-    body = asyncio.run(healthz(stats, response))
+    body = asyncio.run(healthz(stats, None, response))
     assert response.status_code == 503
     assert body["status"] == "unavailable" and body["mqtt_connected"] is False
     assert body["problems"] == ["the MQTT consumer is not running"]
     stats.consumer_running = True
     response = Response()
-    body = asyncio.run(healthz(stats, response))
+    body = asyncio.run(healthz(stats, None, response))
     assert response.status_code == 503 and body["problems"] == ["not connected to the MQTT broker"]
     stats.mqtt_connected = True
     stats.counters["received"] = 3
     response = Response()
-    body = asyncio.run(healthz(stats, response))
+    body = asyncio.run(healthz(stats, None, response))
     assert response.status_code != 503
     assert body == {
         "status": "ok",
@@ -376,6 +376,7 @@ def test_healthz_answers_503_saying_why(registry: Registry) -> None:
         "consumer_running": True,
         "problems": [],
         "counters": {"received": 3},
+        "spool": None,
     }
 
 
@@ -409,7 +410,7 @@ def test_the_supervisor_restarts_a_dying_consumer_and_healthz_says_so(caplog: py
             if not stats.consumer_running:
                 break
         response = Response()
-        body = await healthz(stats, response)
+        body = await healthz(stats, None, response)
         assert response.status_code == 503
         assert body["mqtt_connected"] is False and body["consumer_running"] is False
         assert body["problems"] == ["the MQTT consumer stopped (RuntimeError: death 1\\nforged) and is being restarted"]
@@ -417,7 +418,7 @@ def test_the_supervisor_restarts_a_dying_consumer_and_healthz_says_so(caplog: py
         assert consumer.runs == 4
         assert stats.counters["consumer_restarts"] == 3
         response = Response()
-        body = await healthz(stats, response)
+        body = await healthz(stats, None, response)
         assert response.status_code != 503 and body["status"] == "ok"
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -479,7 +480,7 @@ def test_a_device_revoked_while_its_message_waits_for_the_database_is_refused(re
     harness = Harness(registry, write_retry_max_s=0.01)
     writer = FailingWriter(failures=2)
     writer.on_failure.append(lambda: registry.revoke(DEVICE))  # revoked during the outage
-    harness.consumer._writer = writer
+    harness.consumer._storage._writer = writer
     before = dict(harness.stats.counters)
     harness.send(DATA, good_batch())
     assert writer.lines == []

@@ -12,6 +12,7 @@ from pydantic import SecretStr
 from ingest._consumer import Stats
 from ingest._registry import Registry
 from ingest._settings import Settings
+from ingest._storage import Storage
 
 _bearer = HTTPBearer(auto_error=False, description="FIELDLINK_ADMIN_TOKEN, or FIELDLINK_READ_TOKEN for reading")
 
@@ -26,6 +27,11 @@ def _registry(request: Request) -> Registry:
     return registry
 
 
+def _storage(request: Request) -> Storage | None:
+    storage: Storage | None = getattr(request.app.state, "storage", None)
+    return storage
+
+
 def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
@@ -34,6 +40,7 @@ def _settings(request: Request) -> Settings:
 StatsDep = Annotated[Stats, Depends(_stats)]
 RegistryDep = Annotated[Registry, Depends(_registry)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
+StorageDep = Annotated[Storage | None, Depends(_storage)]
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 

@@ -6,15 +6,16 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from ingest.routers._deps import StatsDep
+from ingest.routers._deps import StatsDep, StorageDep
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-async def healthz(stats: StatsDep, response: Response) -> dict[str, Any]:
-    """200 while the MQTT consumer runs and is connected to the broker; 503, saying why, otherwise."""
-    problems = stats.problems()
+async def healthz(stats: StatsDep, storage: StorageDep, response: Response) -> dict[str, Any]:
+    """200 while the MQTT consumer runs and is connected to the broker, and batches find a place
+    (InfluxDB, or the spool); 503, saying why, otherwise."""
+    problems = stats.problems() + (storage.problems() if storage is not None else [])
     if problems:
         response.status_code = 503
     return {
@@ -23,4 +24,5 @@ async def healthz(stats: StatsDep, response: Response) -> dict[str, Any]:
         "consumer_running": stats.consumer_running,
         "problems": problems,
         "counters": dict(stats.counters),
+        "spool": storage.snapshot() if storage is not None else None,
     }
