@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 ESP32_STUBS := $(VENV)/esp32-stubs
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-packages test run lint typecheck check clean bench-firmware
+.PHONY: help setup system-packages test run lint typecheck check clean bench-firmware bench
 
 help:
 	@echo "make run     start the local stack, the ingest service and 3 simulated nodes (Ctrl-C stops all)"
@@ -15,6 +15,7 @@ help:
 	@echo "make setup   virtual environment + Debian packages mosquitto and influxdb (idempotent)"
 	@echo "make check   ruff and mypy"
 	@echo "make bench-firmware   filter cost, payload size, the node's heap (results: docs/performance.md)"
+	@echo "make bench   the ingest pipeline against its references on the real stack (BENCH_ARGS='--quick', '--docs')"
 
 setup: $(STAMP) $(ESP32_STUBS)/.installed system-packages
 
@@ -42,9 +43,14 @@ run: setup
 bench-firmware: setup
 	$(BIN)/python -m tools.bench.firmware $(BENCH_ARGS)
 
+# The ingest pipeline (bench/): results in bench/results/, the table with --docs in docs/performance.md.
+bench: setup
+	@bash tools/setup/system-packages.sh --tests
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 lint:
-	$(BIN)/ruff check ingest tools tests firmware shared
-	$(BIN)/ruff format --check ingest tools tests firmware shared
+	$(BIN)/ruff check ingest tools tests firmware shared bench
+	$(BIN)/ruff format --check ingest tools tests firmware shared bench
 
 typecheck:
 	$(BIN)/mypy

@@ -1,0 +1,217 @@
+"""Issue 9 item 2: which HTTP client should carry the service's writes? Each candidate writes identical
+5,000-point batches (the service's line protocol, 60 readings per message), one batch at a time as the
+service's writer task does, to both write paths: InfluxDB 1.6.7's /write (v1) and VictoriaMetrics'
+/api/v2/write (v2, the server the tests use for it). Every point is then counted on the server.
+
+Candidates: httpx's AsyncClient (the service's v1 writer, `ingest._writer.InfluxV1Writer`, and the
+same client on the v2 path), `http.client` in a thread, and influxdb-client (the service's v2 writer,
+`ingest._writer.InfluxV2Writer`; its write API exists only for v2, so on v1 its transport, urllib3,
+is measured in a thread instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import urllib3
+
+from bench.env import Bench, BenchError
+from bench.influx import HttpClientWriter, Target, batches, in_thread, time_writes
+from bench.payloads import span_ms
+from ingest._settings import Settings
+from ingest._writer import InfluxV1Writer, InfluxV2Writer
+from tools._process import free_port, stop_pid, wait_port
+
+V2_TOKEN = "bench-token"
+V2_ORG = "fieldlink"
+V2_BUCKET = "fieldlink"
+
+Write = Callable[[bytes], Awaitable[None]]
+
+
+@contextmanager
+def victoria(root: Path) -> Iterator[str]:
+    binary = shutil.which("victoria-metrics")
+    if binary is None:
+        raise BenchError("victoria-metrics is not installed (tools/setup/system-packages.sh --tests installs it)")
+    port = free_port()
+    data = root / "victoria"
+    data.mkdir(exist_ok=True)
+    with (data / "log").open("wb") as log:
+        process = subprocess.Popen(
+            [binary, f"-httpListenAddr=127.0.0.1:{port}", f"-storageDataPath={data / 'db'}", "-retentionPeriod=100y"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        if not wait_port(port, 30):
+            raise BenchError(f"victoria-metrics did not start: {(data / 'log').read_text()[-500:]}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_pid(process.pid)
+
+
+def victoria_count(url: str, start_ms: int, end_ms: int) -> int:
+    httpx.get(f"{url}/internal/force_flush", timeout=30)
+    response = httpx.post(
+        f"{url}/api/v1/export",
+        data={"match[]": "readings_value", "start": str(start_ms / 1000), "end": str((end_ms - 1) / 1000)},
+        timeout=120,
+    )
+    response.raise_for_status()
+    return sum(len(json.loads(line)["timestamps"]) for line in response.text.splitlines() if line)
+
+
+class Urllib3Writer:
+    """influxdb-client's transport (a urllib3 pool), posting to v1's /write."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.pool = urllib3.HTTPConnectionPool(target.host, target.port, maxsize=1, timeout=30.0)
+
+    def write(self, body: bytes) -> None:
+        response = self.pool.urlopen("POST", self.target.path, body=body, headers=self.target.headers)
+        if response.status != self.target.ok:
+            raise RuntimeError(f"HTTP {response.status}: {response.data[:200]!r}")
+
+
+class HttpxV2Writer:
+    """httpx's AsyncClient on the v2 path, set up as the service's v1 writer is."""
+
+    def __init__(self, url: str) -> None:
+        self.client = httpx.AsyncClient(
+            base_url=url,
+            timeout=30,
+            headers={"Authorization": f"Token {V2_TOKEN}"},
+            limits=httpx.Limits(max_connections=4, max_keepalive_connections=4, keepalive_expiry=60.0),
+        )
+        self.params = httpx.QueryParams({"org": V2_ORG, "bucket": V2_BUCKET, "precision": "ms"})
+
+    async def write(self, body: bytes) -> None:
+        response = await self.client.post("/api/v2/write", params=self.params, content=body)
+        if response.status_code != 204:
+            raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _candidates(bench: Bench, v2_url: str) -> dict[str, dict[str, tuple[Write, Callable[[], Awaitable[None]]]]]:
+    """{path: {client: (write, close)}}; made inside the running event loop."""
+    user, password = bench.writer_auth()
+    v1_settings = Settings(
+        mqtt_tls=False,
+        influx_api="v1",
+        influx_url=bench.influx_url,
+        influx_database=bench.state.database,
+        influx_username=user,
+        influx_password=password,  # type: ignore[arg-type]
+    )
+    v2_settings = Settings(mqtt_tls=False, influx_api="v2", influx_url=v2_url, influx_token=V2_TOKEN)  # type: ignore[arg-type]
+    v1_target = Target.v1(int(bench.state.influx_port), bench.state.database, (user, password))
+    v2_port = int(v2_url.rsplit(":", 1)[1])
+    v2_target = Target.v2(v2_port, V2_ORG, V2_BUCKET, V2_TOKEN)
+
+    async def nothing() -> None:
+        return None
+
+    httpx_v1 = InfluxV1Writer(v1_settings)
+    httpc_v1 = HttpClientWriter(v1_target)
+    urllib_v1 = Urllib3Writer(v1_target)
+    httpx_v2 = HttpxV2Writer(v2_url)
+    httpc_v2 = HttpClientWriter(v2_target)
+    client_v2 = InfluxV2Writer(v2_settings)
+
+    async def close_httpc_v1() -> None:
+        httpc_v1.close()
+
+    async def close_httpc_v2() -> None:
+        httpc_v2.close()
+
+    return {
+        "v1": {
+            "httpx AsyncClient (the service's v1 writer)": (httpx_v1.write, httpx_v1.close),
+            "http.client in a thread": (in_thread(httpc_v1), close_httpc_v1),
+            "urllib3 in a thread (influxdb-client's transport)": (in_thread(urllib_v1), nothing),  # type: ignore[arg-type]
+        },
+        "v2": {
+            "httpx AsyncClient": (httpx_v2.write, httpx_v2.close),
+            "http.client in a thread": (in_thread(httpc_v2), close_httpc_v2),
+            "influxdb-client write API (the service's v2 writer)": (client_v2.write, client_v2.close),
+        },
+    }
+
+
+def compare(bench: Bench, rounds: int, batches_per_round: int) -> dict[str, Any]:
+    """Each client writes `batches_per_round` batches in each of `rounds` rounds, the clients taking
+    turns; per client the median over rounds of its median time per batch, its CPU per batch, and the
+    points counted on the server against those written."""
+    shape = 60
+    devices = [d["id"] for d in bench.devices]
+    messages = max(1, (batches_per_round * rounds * 5000) // (shape * len(devices)) + 1)
+    with victoria(bench.root) as v2_url:
+
+        async def run() -> dict[str, Any]:
+            candidates = _candidates(bench, v2_url)
+            results: dict[str, Any] = {}
+            for path, clients in candidates.items():
+                work: dict[str, tuple[Any, list[bytes]]] = {}
+                for name in clients:
+                    window = bench.window(messages * span_ms(shape))
+                    bodies = batches(devices, messages, shape, window.start_ms)
+                    work[name] = (window, bodies[: rounds * batches_per_round])
+                runs: dict[str, list[dict[str, Any]]] = {name: [] for name in clients}
+                # One batch each first: connections open and code paths warm before timing.
+                warm = bench.window(span_ms(shape))
+                warm_body = batches(devices[:1], 1, shape, warm.start_ms)[0]
+                for write, _ in clients.values():
+                    await write(warm_body)
+                for r in range(rounds):
+                    for name, (write, _) in clients.items():
+                        bodies = work[name][1][r * batches_per_round : (r + 1) * batches_per_round]
+                        runs[name].append(await time_writes(write, bodies))
+                for _, close in clients.values():
+                    await close()
+                results[path] = {}
+                for name, (window, bodies) in work.items():
+                    written = sum(body.count(b"\n") + 1 for body in bodies)
+                    if path == "v1":
+                        counted = bench.count(window.start_ms, window.end_ms)
+                    else:
+                        counted = _wait_victoria(v2_url, window.start_ms, window.end_ms, written)
+                    results[path][name] = {
+                        "ms_per_batch": _median([x["ms_per_batch_median"] for x in runs[name]]),
+                        "cpu_ms_per_batch": _median([x["cpu_ms_per_batch"] for x in runs[name]]),
+                        "points_per_s": _median([x["points_per_s"] for x in runs[name]]),
+                        "rounds": runs[name],
+                        "written": written,
+                        "counted": counted,
+                        "correct": counted == written,
+                    }
+            return results
+
+        return asyncio.run(run())
+
+
+def _wait_victoria(url: str, start_ms: int, end_ms: int, expect: int, timeout: float = 30) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = victoria_count(url, start_ms, end_ms)
+        if found >= expect or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    n = len(ordered)
+    return ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
