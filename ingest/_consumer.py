@@ -405,35 +405,50 @@ class Consumer:
             for item in batch:
                 self._internal_error(item.topic, exc)
             return
-        for item, written in stored:
-            await self._finish(item, written)
+        await self._finish(stored)
 
-    async def _finish(self, item: Accepted, written: bool) -> None:
-        """Count a stored message (its points in InfluxDB if `written`, else in the spool, counted as
-        stored points when written back) and note its device's newest readings."""
-        stats = self._stats
-        delay = 0.2
-        try:
+    async def _finish(self, stored: list[tuple[Accepted, bool]]) -> None:
+        """Count the stored messages (their points in InfluxDB if written, else in the spool, counted as
+        stored points when written back), note their devices' newest readings, and record in the
+        registry each device's own newest timestamp (once per device and batch)."""
+        newest: dict[str, int] = {}
+        for item, written in stored:
+            try:
+                self._count(item, written)
+            except Exception as exc:
+                self._internal_error(item.topic, exc)
+            if item.newest is not None and newest.get(item.device_id, -1) < item.newest:
+                newest[item.device_id] = item.newest
+        for device_id, newest_ms in newest.items():
+            delay = 0.2
             while True:
                 try:
-                    if item.newest is not None:
-                        self._registry.touch(item.device_id, item.newest)  # the device's own newest timestamp
+                    self._registry.touch(device_id, newest_ms)
                     break
                 except sqlite3.OperationalError as exc:
                     delay = await self._registry_unavailable(exc, delay)
-            stats.counters["stored_messages"] += 1
-            if written:
-                stats.counters["stored_points"] += len(item.readings)
-            stats.counters["failed_reads"] += item.failed
-            latest = stats.latest.setdefault(item.device_id, {})
-            for timestamp_ms, sensor, value in item.readings:
-                current = latest.get(sensor)
-                if current is None or current["time_ms"] <= timestamp_ms:
-                    latest[sensor] = {"time_ms": timestamp_ms, "value": value}
-            stats.last_seen[item.device_id] = int(time.time() * 1000)
-            log.debug("stored %d points from %s (seq %d)", len(item.readings), item.device_id, item.seq)
-        except Exception as exc:
-            self._internal_error(item.topic, exc)
+                except Exception:  # a bug: the points are stored all the same
+                    self._stats.counters["registry_errors"] += 1
+                    log.exception("cannot record when %s was last seen", device_id)
+                    break
+
+    def _count(self, item: Accepted, written: bool) -> None:
+        stats = self._stats
+        stats.counters["stored_messages"] += 1
+        if written:
+            stats.counters["stored_points"] += len(item.readings)
+        stats.counters["failed_reads"] += item.failed
+        newest: dict[str, tuple[int, float]] = {}
+        for timestamp_ms, sensor, value in item.readings:
+            seen = newest.get(sensor)
+            if seen is None or seen[0] <= timestamp_ms:
+                newest[sensor] = (timestamp_ms, value)
+        latest = stats.latest.setdefault(item.device_id, {})
+        for sensor, (timestamp_ms, value) in newest.items():
+            current = latest.get(sensor)
+            if current is None or current["time_ms"] <= timestamp_ms:
+                latest[sensor] = {"time_ms": timestamp_ms, "value": value}
+        stats.last_seen[item.device_id] = int(time.time() * 1000)
 
     def _handle_status(self, topic: str, payload: bytes) -> None:
         try:

@@ -185,26 +185,31 @@ def _batch(obj):
     if not isinstance(rows, list) or len(rows) > MAX_READINGS:
         raise MalformedPayload("field 'r' must be a list of at most " + str(MAX_READINGS) + " readings")
     readings = []
+    append = readings.append
+    count = len(sensors)
+    # The hot loop of the service: `type(x) is int` refuses bool too (on CPython, bool is an int
+    # subclass), and `value - value` is 0.0 for every finite float and NaN for inf and NaN.
     for row in rows:
-        if not isinstance(row, list) or len(row) != 3:
+        if type(row) is not list or len(row) != 3:
             raise MalformedPayload("reading " + _show(row) + " must be [offset_ms, sensor_index, value]")
         offset, index, value = row
-        if not _is_int(offset) or not 0 <= offset <= MAX_OFFSET_MS:
+        if type(offset) is not int or not 0 <= offset <= MAX_OFFSET_MS:
             raise MalformedPayload(
                 "reading offset " + _show(offset) + " must be an integer in [0, " + str(MAX_OFFSET_MS) + "]"
             )
-        if not _is_int(index) or not 0 <= index < len(sensors):
+        if type(index) is not int or not 0 <= index < count:
             raise MalformedPayload("reading sensor index " + _show(index) + " is out of range")
         if value is not None:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise MalformedPayload("reading value " + _show(value) + " must be a number or null")
-            try:
-                value = float(value)
-            except OverflowError:
-                raise MalformedPayload("reading value " + _show(value) + " is too large")
-            if value != value or value in (float("inf"), float("-inf")):
+            if type(value) is not float:
+                if type(value) is not int:
+                    raise MalformedPayload("reading value " + _show(value) + " must be a number or null")
+                try:
+                    value = float(value)
+                except OverflowError:
+                    raise MalformedPayload("reading value " + _show(value) + " is too large")
+            if value - value != 0.0:
                 raise MalformedPayload("reading value must be finite")
-        readings.append((t0 + offset, sensors[index], value))
+        append((t0 + offset, sensors[index], value))
     return seq, t0, readings
 
 

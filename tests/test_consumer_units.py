@@ -142,7 +142,7 @@ def test_a_bug_costs_one_message_and_is_counted_as_internal_error(
     def broken(*_: Any) -> None:
         raise KeyError("boom\nforged line")
 
-    monkeypatch.setattr(harness.registry, "touch", broken)
+    monkeypatch.setattr(harness.registry, "sensor_names", broken)
     monkeypatch.setattr(harness.registry, "certificate_known", broken)
     with caplog.at_level(logging.ERROR, logger="fieldlink.ingest"):
         harness.send(DATA, good_batch())
