@@ -52,6 +52,11 @@ def status_topic(device_id):
     return TOPIC_ROOT + "/" + device_id + "/status"
 
 
+def ack_topic(device_id):
+    """Where the service names the device's batches it stored or refused (docs/protocol.md)."""
+    return TOPIC_ROOT + "/" + device_id + "/ack"
+
+
 DATA_SUBSCRIPTION = TOPIC_ROOT + "/+/data"
 STATUS_SUBSCRIPTION = TOPIC_ROOT + "/+/status"
 
