@@ -151,55 +151,64 @@ def _candidates(bench: Bench, v2_url: str) -> dict[str, dict[str, tuple[Write, C
     }
 
 
+# (batch points, readings per message, batches per round relative to the 5,000-point batches): the
+# issue's 5,000-point batches, and the 100-point batches a window of 100 messages of 1 reading makes.
+SIZES = ((5000, 60, 1), (100, 1, 10))
+
+
 def compare(bench: Bench, rounds: int, batches_per_round: int) -> dict[str, Any]:
     """Each client writes `batches_per_round` batches in each of `rounds` rounds, the clients taking
     turns; per client the median over rounds of its median time per batch, its CPU per batch, and the
-    points counted on the server against those written."""
-    shape = 60
-    devices = [d["id"] for d in bench.devices]
-    messages = max(1, (batches_per_round * rounds * 5000) // (shape * len(devices)) + 1)
+    points counted on the server against those written. For each batch size of SIZES."""
     with victoria(bench.root) as v2_url:
+        return {
+            str(size): asyncio.run(_compare(bench, v2_url, rounds, batches_per_round * more, size, shape))
+            for size, shape, more in SIZES
+        }
 
-        async def run() -> dict[str, Any]:
-            candidates = _candidates(bench, v2_url)
-            results: dict[str, Any] = {}
-            for path, clients in candidates.items():
-                work: dict[str, tuple[Any, list[bytes]]] = {}
-                for name in clients:
-                    window = bench.window(messages * span_ms(shape))
-                    bodies = batches(devices, messages, shape, window.start_ms)
-                    work[name] = (window, bodies[: rounds * batches_per_round])
-                runs: dict[str, list[dict[str, Any]]] = {name: [] for name in clients}
-                # One batch each first: connections open and code paths warm before timing.
-                warm = bench.window(span_ms(shape))
-                warm_body = batches(devices[:1], 1, shape, warm.start_ms)[0]
-                for write, _ in clients.values():
-                    await write(warm_body)
-                for r in range(rounds):
-                    for name, (write, _) in clients.items():
-                        bodies = work[name][1][r * batches_per_round : (r + 1) * batches_per_round]
-                        runs[name].append(await time_writes(write, bodies))
-                for _, close in clients.values():
-                    await close()
-                results[path] = {}
-                for name, (window, bodies) in work.items():
-                    written = sum(body.count(b"\n") + 1 for body in bodies)
-                    if path == "v1":
-                        counted = bench.count(window.start_ms, window.end_ms)
-                    else:
-                        counted = _wait_victoria(v2_url, window.start_ms, window.end_ms, written)
-                    results[path][name] = {
-                        "ms_per_batch": _median([x["ms_per_batch_median"] for x in runs[name]]),
-                        "cpu_ms_per_batch": _median([x["cpu_ms_per_batch"] for x in runs[name]]),
-                        "points_per_s": _median([x["points_per_s"] for x in runs[name]]),
-                        "rounds": runs[name],
-                        "written": written,
-                        "counted": counted,
-                        "correct": counted == written,
-                    }
-            return results
 
-        return asyncio.run(run())
+async def _compare(
+    bench: Bench, v2_url: str, rounds: int, batches_per_round: int, size: int, shape: int
+) -> dict[str, Any]:
+    devices = [d["id"] for d in bench.devices]
+    messages = max(1, (batches_per_round * rounds * size) // (shape * len(devices)) + 1)
+    candidates = _candidates(bench, v2_url)
+    results: dict[str, Any] = {"batch_points": size, "readings_per_message": shape}
+    for path, clients in candidates.items():
+        work: dict[str, tuple[Any, list[bytes]]] = {}
+        for name in clients:
+            window = bench.window(messages * span_ms(shape))
+            bodies = batches(devices, messages, shape, window.start_ms, size)
+            work[name] = (window, bodies[: rounds * batches_per_round])
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in clients}
+        # One batch each first: connections open and code paths warm before timing.
+        warm = bench.window(span_ms(shape))
+        warm_body = batches(devices[:1], 1, shape, warm.start_ms, size)[0]
+        for write, _ in clients.values():
+            await write(warm_body)
+        for r in range(rounds):
+            for name, (write, _) in clients.items():
+                bodies = work[name][1][r * batches_per_round : (r + 1) * batches_per_round]
+                runs[name].append(await time_writes(write, bodies))
+        for _, close in clients.values():
+            await close()
+        results[path] = {}
+        for name, (window, bodies) in work.items():
+            written = sum(body.count(b"\n") + 1 for body in bodies)
+            if path == "v1":
+                counted = bench.count(window.start_ms, window.end_ms)
+            else:
+                counted = _wait_victoria(v2_url, window.start_ms, window.end_ms, written)
+            results[path][name] = {
+                "ms_per_batch": _median([x["ms_per_batch_median"] for x in runs[name]]),
+                "cpu_ms_per_batch": _median([x["cpu_ms_per_batch"] for x in runs[name]]),
+                "points_per_s": _median([x["points_per_s"] for x in runs[name]]),
+                "rounds": runs[name],
+                "written": written,
+                "counted": counted,
+                "correct": counted == written,
+            }
+    return results
 
 
 def _wait_victoria(url: str, start_ms: int, end_ms: int, expect: int, timeout: float = 30) -> int:

@@ -255,16 +255,21 @@ def render(results: dict[str, Any], source: Path | str | None = None) -> str:
     clients = phases.get("clients", {})
     if clients and "error" not in clients:
         w("")
-        w("### HTTP clients for the writer: identical 5,000-point batches, one at a time")
+        w("### HTTP clients for the writer: identical batches, one at a time, as the writer task sends them")
         w("")
-        w("| path | client | ms per batch (median) | client CPU ms per batch | points/s | every point stored |")
-        w("| --- | --- | --- | --- | --- | --- |")
-        for path, label in (("v1", "v1 `/write`, InfluxDB 1.6.7"), ("v2", "v2 `/api/v2/write`, VictoriaMetrics")):
-            for name, entry in clients.get(path, {}).items():
-                w(
-                    f"| {label} | {name} | {_num(entry['ms_per_batch'], 1)} | {_num(entry['cpu_ms_per_batch'], 1)} | "
-                    f"{_num(entry['points_per_s'])} | {'yes' if entry['correct'] else 'NO'} |"
-                )
+        w("| batch | path | client | ms per batch (median) | client CPU ms per batch | points/s | all stored |")
+        w("| --- | --- | --- | --- | --- | --- | --- |")
+        for size in sorted(clients, key=lambda k: -int(k) if k.isdigit() else 0):
+            sized = clients[size]
+            if not isinstance(sized, dict) or "v1" not in sized:
+                continue
+            for path, label in (("v1", "v1 `/write`, InfluxDB 1.6.7"), ("v2", "v2 `/api/v2/write`, VictoriaMetrics")):
+                for name, entry in sized.get(path, {}).items():
+                    w(
+                        f"| {int(size):,} points | {label} | {name} | {_num(entry['ms_per_batch'], 2)} | "
+                        f"{_num(entry['cpu_ms_per_batch'], 2)} | {_num(entry['points_per_s'])} | "
+                        f"{'yes' if entry['correct'] else 'NO'} |"
+                    )
     w("")
     w("### Targets (issue 9)")
     w("")
