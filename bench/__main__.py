@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -126,6 +127,8 @@ def main() -> None:
         "phases": {},
     }
     started = time.monotonic()
+    # A SIGTERM (a CI time-out, `kill`) stops the stack and every process the bench started, too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     root = Path(tempfile.mkdtemp(prefix="fieldlink-bench-"))
     bench = Bench(root)
 
