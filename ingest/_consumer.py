@@ -183,17 +183,20 @@ class Verifier:
                 "unknown_certificate", f"device {device_id!r} last reported a certificate it was not issued"
             )
         newest = max((t for t, _, _ in readings), default=t0)
-        if newest > now_ms + self._max_skew_ms:
-            raise RejectedMessage(
-                "clock_skew",
-                f"device {device_id!r} stamps readings {(newest - now_ms) / 1000:.0f} s in the future",
-            )
-        if t0 < now_ms - self._max_age_ms:  # t0 is the oldest: offsets are not negative
-            raise RejectedMessage(
-                "too_old", f"device {device_id!r} stamps readings {(now_ms - t0) / 86_400_000:.1f} days in the past"
-            )
         stored = [(t, sensor, value) for t, sensor, value in readings if value is not None]
-        self._check_sensors(device_id, {sensor for _, sensor, _ in stored})
+        try:
+            if newest > now_ms + self._max_skew_ms:
+                raise RejectedMessage(
+                    "clock_skew",
+                    f"device {device_id!r} stamps readings {(newest - now_ms) / 1000:.0f} s in the future",
+                )
+            if t0 < now_ms - self._max_age_ms:  # t0 is the oldest: offsets are not negative
+                days = (now_ms - t0) / 86_400_000
+                raise RejectedMessage("too_old", f"device {device_id!r} stamps readings {days:.1f} days in the past")
+            self._check_sensors(device_id, {sensor for _, sensor, _ in stored})
+        except RejectedMessage as exc:  # refused for what the batch holds: the device is told
+            exc.batch = (device_id, seq)
+            raise
         return device_id, seq, stored, len(readings) - len(stored), newest if readings else None
 
     def _check_sensors(self, device_id: str, names: set[str]) -> None:
@@ -254,6 +257,8 @@ class Consumer:
         )
         self._stats = stats
         self.log_limiter = LogLimiter()
+        # Publishes (topic, payload) at QoS 0 while connected to the broker: the devices' acks.
+        self.device_acks: Callable[[str, bytes], Any] | None = None
 
     def _tls_context(self) -> ssl.SSLContext | None:
         s = self._settings
@@ -303,8 +308,12 @@ class Consumer:
             def ack(token: tuple[int, int], paho_client: Any = paho_client) -> None:
                 paho_client.ack(*token)
 
+            def publish(topic: str, payload: bytes, paho_client: Any = paho_client) -> None:
+                paho_client.publish(topic, payload, qos=0)
+
             try:
                 async with client:
+                    self.device_acks = publish
                     self._stats.mqtt_connected = True
                     backoff = 0.5
                     log.info("connected to mqtts://%s:%s", s.mqtt_host, s.mqtt_port)
@@ -323,6 +332,7 @@ class Consumer:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
             finally:
+                self.device_acks = None
                 self._stats.mqtt_connected = False
 
     async def handle(self, topic: str, payload: bytes) -> None:
@@ -349,6 +359,23 @@ class Consumer:
     def _refuse(self, topic: str, kind: str, exc: RejectedMessage) -> None:
         self._stats.reject(exc.reason)
         self._log_refusal(topic, kind, exc.reason, str(exc))
+        if exc.batch is not None:
+            self._tell_device(exc.batch[0], [], [exc.batch[1]])
+
+    def _tell_device(self, device_id: str, stored: list[int], refused: list[int]) -> None:
+        """Publish on the device's ack topic which of its batches are stored and which are refused for
+        good, so that it stops keeping and resending them. At QoS 0: a lost ack costs a resend."""
+        publish = self.device_acks
+        if publish is None:  # not connected: the device sends the batch again
+            return
+        topic = protocol.ack_topic(device_id)
+        step = decode.MAX_ACK_SEQS
+        try:
+            for start in range(0, max(len(stored), len(refused)), step):
+                publish(topic, decode.encode_ack(stored[start : start + step], refused[start : start + step]))
+                self._stats.counters["device_acks"] += 1
+        except Exception as exc:  # the broker connection's trouble, seen by the receive loop too
+            log.debug("cannot send %s its ack: %s", device_id, exc)
 
     def _internal_error(self, topic: str, exc: BaseException) -> None:
         self._stats.reject("internal_error")
@@ -406,6 +433,11 @@ class Consumer:
                 self._internal_error(item.topic, exc)
             return
         await self._finish(stored)
+        seqs: dict[str, list[int]] = {}
+        for item, _ in stored:
+            seqs.setdefault(item.device_id, []).append(item.seq)
+        for device_id, device_seqs in seqs.items():
+            self._tell_device(device_id, device_seqs, [])
 
     async def _finish(self, stored: list[tuple[Accepted, bool]]) -> None:
         """Count the stored messages (their points in InfluxDB if written, else in the spool, counted as
@@ -494,6 +526,7 @@ class Consumer:
                 # refuses by writing each alone; the others are stored.
                 with_points = [item for item in batch if item.text]
                 if len(with_points) == 1:
+                    exc.batch = (with_points[0].device_id, with_points[0].seq)
                     self._refuse(with_points[0].topic, "message", exc)
                     return [(item, True) for item in batch if item is not with_points[0]]
                 stored: list[tuple[Accepted, bool]] = []

@@ -50,6 +50,10 @@ class SpoolFull(SpoolError):
 class RejectedMessage(IngestError):
     """A message that will never be stored; `reason` is the counter it is counted under."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, batch: tuple[str, int] | None = None) -> None:
         super().__init__(detail)
         self.reason = reason
+        # (device, seq) of a batch refused for good for what it holds: the device is told so (its
+        # ack topic) and stops sending it. Left None when the sender is not trusted (revoked,
+        # unregistered) or the batch could not be read.
+        self.batch = batch

@@ -42,6 +42,8 @@ class BadTopic(ProtocolError):
 
 
 MAX_STATUS_BYTES = 2048
+# Sequences per list in one ack message (docs/protocol.md); more go in several messages.
+MAX_ACK_SEQS = 256
 # Integers a device sends (seq, t0, status counters) fit a float exactly, as JSON readers elsewhere need.
 MAX_INT = 2**53
 MAX_OFFSET_MS = 2**31
@@ -211,6 +213,20 @@ def _batch(obj):
                 raise MalformedPayload("reading value must be finite")
         append((t0 + offset, sensors[index], value))
     return seq, t0, readings
+
+
+def encode_ack(stored, refused):
+    """The service's acknowledgement to a device: the sequences of its batches whose points are
+    stored (in InfluxDB or the service's spool) and of those refused for good, each at most
+    MAX_ACK_SEQS long."""
+    if len(stored) > MAX_ACK_SEQS or len(refused) > MAX_ACK_SEQS:
+        raise ValueError("at most " + str(MAX_ACK_SEQS) + " sequences per list")
+    obj = {"v": PROTOCOL_VERSION}
+    if stored:
+        obj["stored"] = list(stored)
+    if refused:
+        obj["refused"] = list(refused)
+    return json.dumps(obj, separators=(",", ":")).encode()
 
 
 def decode_status(payload):

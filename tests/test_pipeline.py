@@ -304,3 +304,60 @@ def test_a_dead_writer_ends_the_receive_loop(registry: Registry, monkeypatch: py
 
     rig.run(scenario)
     assert rig.acks == []
+
+
+def acks_by_device(sent: list[tuple[str, bytes]]) -> dict[str, dict[str, list[int]]]:
+    """What the devices were told on their ack topics, merged per device."""
+    told: dict[str, dict[str, list[int]]] = {}
+    for topic, payload in sent:
+        root, version, device, kind = topic.split("/")
+        assert (root, version, kind) == ("fl", "v1", "ack")
+        body = json.loads(payload)
+        assert body["v"] == 1
+        entry = told.setdefault(device, {"stored": [], "refused": []})
+        for key in ("stored", "refused"):
+            entry[key] += body.get(key, [])
+    return told
+
+
+def test_devices_are_told_which_batches_are_stored_and_which_refused(registry: Registry) -> None:
+    rig = Rig(registry, write_batch_points=3)
+    sent: list[tuple[str, bytes]] = []
+    rig.consumer.device_acks = lambda topic, payload: sent.append((topic, payload))
+    rig.writer.refuse = "node-b"  # InfluxDB refuses node-b's points: refused for good
+    registry.add("node-c", Issued(serial="c", sha256="cc" * 32, not_after=0.0))
+
+    async def scenario(pipeline: Pipeline) -> None:
+        await rig.submit(pipeline, data("node-a", 0))
+        await rig.submit(pipeline, data("node-a", 1))
+        await rig.submit(pipeline, ("fl/v1/node-c/data", encode_batch(5, 1000, ["t"], [(0, 0, 1.0)])))  # 1970
+        await rig.submit(pipeline, bad("node-a"))  # no sequence to name: nothing to tell
+        await rig.submit(pipeline, data("node-b", 2))
+        registry.revoke("node-c")
+        await rig.submit(pipeline, data("node-c", 6))  # not trusted any more: told nothing
+        await rig.submit(pipeline, data("node-a", 3))
+        await pipeline.drain()
+
+    rig.run(scenario)
+    assert acks_by_device(sent) == {
+        "node-a": {"stored": [0, 1, 3], "refused": []},
+        "node-b": {"stored": [], "refused": [2]},
+        "node-c": {"stored": [], "refused": [5]},
+    }
+    assert rig.stats.counters["rejected_too_old"] == 1 and rig.stats.counters["rejected_revoked"] == 1
+
+
+def test_nothing_is_told_before_the_batch_is_stored(registry: Registry) -> None:
+    rig = Rig(registry, write_batch_points=1)
+    sent: list[tuple[str, bytes]] = []
+    rig.consumer.device_acks = lambda topic, payload: sent.append((topic, payload))
+
+    async def scenario(pipeline: Pipeline) -> None:
+        rig.writer.failures = 2
+        await rig.submit(pipeline, data("node-a", 7))
+        await until(lambda: rig.stats.counters["write_retries"] >= 1)
+        assert sent == []
+        await pipeline.drain()
+
+    rig.run(scenario)
+    assert acks_by_device(sent) == {"node-a": {"stored": [7], "refused": []}}

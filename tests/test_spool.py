@@ -17,7 +17,7 @@ from ingest._consumer import Consumer, Pipeline, Stats
 from ingest._settings import Settings
 from ingest._spool import HEADER_BYTES, Spool, encode_record
 from ingest._storage import Storage
-from tests.test_pipeline import DEVICES, Writer, bad, data, registry, until
+from tests.test_pipeline import DEVICES, Writer, acks_by_device, bad, data, registry, until
 
 __all__ = ["registry"]  # the fixture, shared with test_pipeline
 
@@ -204,6 +204,8 @@ class SpoolRig:
 
 def test_an_outage_spools_and_acknowledges_then_writes_back_in_order(registry: Registry, tmp_path: Path) -> None:
     rig = SpoolRig(registry, tmp_path, write_batch_points=2)
+    told: list[tuple[str, bytes]] = []
+    rig.consumer.device_acks = lambda topic, payload: told.append((topic, payload))
 
     async def scenario(pipeline: Pipeline) -> None:
         rig.writer.failures = 10**6  # InfluxDB down
@@ -211,6 +213,11 @@ def test_an_outage_spools_and_acknowledges_then_writes_back_in_order(registry: R
             await rig.submit(pipeline, data(DEVICES[seq % 2], seq))
         await rig.submit(pipeline, bad())
         await until(lambda: rig.acks == list(range(11)))  # acknowledged: they are on disk
+        # The devices are told too: a spooled batch is stored as far as they are concerned.
+        assert acks_by_device(told) == {
+            "node-a": {"stored": [0, 2, 4, 6, 8], "refused": []},
+            "node-b": {"stored": [1, 3, 5, 7, 9], "refused": []},
+        }
         assert rig.writer.lines == []
         assert rig.spool.records == 5 and rig.storage.outage
         assert rig.stats.counters["spooled_points"] == 10 and rig.stats.counters["stored_messages"] == 10

@@ -319,3 +319,15 @@ def test_a_long_config_error_is_cut_so_the_status_still_passes():
         "x" * protocol.MAX_ERROR_LENGTH,
         None,
     )
+
+
+def test_the_service_ack_is_compact_json_bounded_per_list():
+    assert protocol.ack_topic("node-1") == "fl/v1/node-1/ack"
+    # (MicroPython's dicts keep no order: compare the objects, and the compactness apart.)
+    assert json.loads(decode.encode_ack([17, 18], [19])) == {"v": 1, "stored": [17, 18], "refused": [19]}
+    assert json.loads(decode.encode_ack([], [4])) == {"v": 1, "refused": [4]}
+    assert json.loads(decode.encode_ack([2**53], [])) == {"v": 1, "stored": [2**53]}
+    assert b" " not in decode.encode_ack([1, 2], [3])
+    longest = decode.encode_ack(list(range(decode.MAX_ACK_SEQS)), [])
+    assert len(json.loads(longest)["stored"]) == decode.MAX_ACK_SEQS
+    raises(ValueError, decode.encode_ack, list(range(decode.MAX_ACK_SEQS + 1)), [])
