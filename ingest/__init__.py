@@ -18,6 +18,7 @@ from ingest._fleet import BROKER_PROGRAM, DYNSEC_TOPIC_ROOT, BrokerControl, Flee
 from ingest._pki import CertificateAuthority, Credentials, Issued, PkiLayout, write_atomic
 from ingest._registry import Certificate, Device, Registry, check_device_id, check_labels
 from ingest._settings import MAX_UNACKED_MESSAGES, Settings, load_settings
+from ingest._workers import WorkerPlan, WorkerPool, plan_workers, serve_with_workers
 
 __all__ = [
     "BROKER_PROGRAM",
@@ -45,9 +46,13 @@ __all__ = [
     "SpoolFull",
     "StorageError",
     "UnknownDevice",
+    "WorkerPlan",
+    "WorkerPool",
     "check_device_id",
     "check_labels",
     "create_app",
     "load_settings",
+    "plan_workers",
+    "serve_with_workers",
     "write_atomic",
 ]

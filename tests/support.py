@@ -111,15 +111,15 @@ class IngestInfo:
         return counters
 
 
-def start_ingest(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """The real `fieldlink ingest` on a free port, once it is connected to the broker: (process, URL).
-    Fails with the service's log if it exits instead."""
+def start_ingest(env: dict[str, str], log: Path, *args: str) -> tuple[subprocess.Popen[bytes], str]:
+    """The real `fieldlink ingest` (with `args`, e.g. --workers 2) on a free port, once it is connected
+    to the broker: (process, URL). Fails with the service's log if it exits instead."""
     from tools._process import free_port
 
     port = free_port()
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [*FIELDLINK, "ingest", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT
+            [*FIELDLINK, "ingest", "--port", str(port), *args], env=env, stdout=out, stderr=subprocess.STDOUT
         )
     url = f"http://127.0.0.1:{port}"
 

@@ -357,18 +357,18 @@ def test_escape() -> None:
 def test_healthz_answers_503_saying_why(registry: Registry) -> None:
     stats = Stats()
     response = Response()
-    body = asyncio.run(healthz(stats, None, response))
+    body = asyncio.run(healthz(stats, None, response, None))
     assert response.status_code == 503
     assert body["status"] == "unavailable" and body["mqtt_connected"] is False
     assert body["problems"] == ["the MQTT consumer is not running"]
     stats.consumer_running = True
     response = Response()
-    body = asyncio.run(healthz(stats, None, response))
+    body = asyncio.run(healthz(stats, None, response, None))
     assert response.status_code == 503 and body["problems"] == ["not connected to the MQTT broker"]
     stats.mqtt_connected = True
     stats.counters["received"] = 3
     response = Response()
-    body = asyncio.run(healthz(stats, None, response))
+    body = asyncio.run(healthz(stats, None, response, None))
     assert response.status_code != 503
     assert body == {
         "status": "ok",
@@ -410,7 +410,7 @@ def test_the_supervisor_restarts_a_dying_consumer_and_healthz_says_so(caplog: py
             if not stats.consumer_running:
                 break
         response = Response()
-        body = await healthz(stats, None, response)
+        body = await healthz(stats, None, response, None)
         assert response.status_code == 503
         assert body["mqtt_connected"] is False and body["consumer_running"] is False
         assert body["problems"] == ["the MQTT consumer stopped (RuntimeError: death 1\\nforged) and is being restarted"]
@@ -418,7 +418,7 @@ def test_the_supervisor_restarts_a_dying_consumer_and_healthz_says_so(caplog: py
         assert consumer.runs == 4
         assert stats.counters["consumer_restarts"] == 3
         response = Response()
-        body = await healthz(stats, None, response)
+        body = await healthz(stats, None, response, None)
         assert response.status_code != 503 and body["status"] == "ok"
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -14,8 +14,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
-from ingest import BROKER_PROGRAM, DYNSEC_TOPIC_ROOT, MAX_UNACKED_MESSAGES, CertificateAuthority, Registry, write_atomic
+from ingest import (
+    BROKER_PROGRAM,
+    DYNSEC_TOPIC_ROOT,
+    MAX_UNACKED_MESSAGES,
+    BrokerControl,
+    CertificateAuthority,
+    Registry,
+    Settings,
+    WorkerPlan,
+    write_atomic,
+)
 from shared.identities import ADMIN_IDENTITY, INGEST_IDENTITY
 from shared.protocol import (
     DATA_SUBSCRIPTION,
@@ -35,14 +47,10 @@ _PORT_OPTIONS = {"mosquitto": "mqtt-port", "influxdb": "influx-port", "influxdb 
 _PROGRAMS = {"mosquitto": BROKER_PROGRAM, "influxdb": "influxd"}
 
 # Devices publish only under their own topics and read only their own config and commands; the ingest
-# service reads every device's data and status; the admin identity alone drives the dynamic-security
-# plugin (which kicks a revoked device's live session).
-_ACL = f"""# Written by `fieldlink stack up`; identities come from certificate common names.
-user {INGEST_IDENTITY}
-topic read {DATA_SUBSCRIPTION}
-topic read {STATUS_SUBSCRIPTION}
-
-user {ADMIN_IDENTITY}
+# service (each of its worker identities) reads every device's data and status; the admin identity
+# alone drives the dynamic-security plugin (which kicks a revoked device's live session).
+_ACL_HEAD = "# Written by `fieldlink stack up`; identities come from certificate common names.\n"
+_ACL_TAIL = f"""user {ADMIN_IDENTITY}
 topic readwrite {DYNSEC_TOPIC_ROOT}/#
 
 pattern write {TOPIC_ROOT}/%u/data
@@ -50,6 +58,15 @@ pattern write {TOPIC_ROOT}/%u/status
 pattern read {TOPIC_ROOT}/%u/config
 pattern read {TOPIC_ROOT}/%u/cmd
 """
+
+
+def _ingest_acl(identity: str) -> str:
+    return f"user {identity}\ntopic read {DATA_SUBSCRIPTION}\ntopic read {STATUS_SUBSCRIPTION}\n\n"
+
+
+def _acl(ingest_identities: list[str]) -> str:
+    return _ACL_HEAD + "".join(_ingest_acl(identity) for identity in ingest_identities) + _ACL_TAIL
+
 
 # TLS 1.2 with forward secrecy and authenticated encryption only; the certificates are EC P-256, so
 # ECDHE-ECDSA. TLS 1.3's own suites are all AEAD.
@@ -221,6 +238,14 @@ def _write_influx_netrc(home: Home, credentials: InfluxCredentials) -> None:
     write_atomic(home.influx_netrc_path, netrc.encode(), 0o600)
 
 
+def _common_name(cert: Path) -> str | None:
+    try:
+        names = x509.load_pem_x509_certificate(cert.read_bytes()).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except (OSError, ValueError):
+        return None
+    return str(names[0].value) if names else None
+
+
 def _binary(name: str) -> str | None:
     """The program's path; Debian puts mosquitto in /usr/sbin, often not on a user's PATH."""
     return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
@@ -282,6 +307,44 @@ class Stack:
 
     def is_up(self) -> bool:
         return all(s.running for s in self.status())
+
+    def worker_identities(self) -> list[str]:
+        """The ingest worker identities whose certificates `fieldlink ingest --workers N` had this
+        machine's CA issue into the PKI folder: the ACL lets each read what the service reads."""
+        names = {_common_name(path) for path in self.home.pki.glob("*.worker-*.pem")}
+        return sorted(name for name in names if name is not None)
+
+    def serves(self, settings: Settings) -> bool:
+        """True if `settings` point the service at this stack with a certificate from its PKI folder."""
+        pki = self.home.pki_files
+        cert, ca = settings.mqtt_cert, settings.mqtt_ca
+        return (
+            settings.mqtt_tls
+            and cert is not None
+            and ca is not None
+            and pki.ca_key.is_file()
+            and ca.resolve() == pki.ca_cert.resolve()
+            and cert.parent.resolve() == pki.folder.resolve()
+        )
+
+    def prepare_ingest_workers(self, plan: WorkerPlan) -> list[str]:
+        """Certificates for the workers of `plan` that lack one, issued by this stack's CA, and an ACL
+        that lists them (the running broker re-reads it). Returns the identities issued."""
+        ca = CertificateAuthority(self.home.pki)
+        issued = []
+        for number, cert, key in plan.missing_credentials():
+            ca.issue(plan.identity(number), cert, key)
+            issued.append(plan.identity(number))
+        # Appended, never rewritten: what else a running broker was told stays (tests add identities).
+        acl_path = self.home.root / "mosquitto" / "acl"
+        acl = acl_path.read_text() if acl_path.is_file() else _acl([INGEST_IDENTITY])
+        listed = {line.split(" ", 1)[1] for line in acl.splitlines() if line.startswith("user ")}
+        wanted = [plan.identity(n) for n in range(2, plan.count + 1) if plan.identity(n) not in listed]
+        if wanted:
+            write_atomic(acl_path, (acl + "\n" + "".join(_ingest_acl(identity) for identity in wanted)).encode())
+            state = self.home.load_state()
+            BrokerControl("127.0.0.1", state.mqtt_port, self.home.pki_files, self.home.broker_pid_path).reload_crl()
+        return issued
 
     def prepare_pki(self) -> None:
         ca = CertificateAuthority(self.home.pki)
@@ -351,7 +414,7 @@ class Stack:
         self.home.logs.mkdir(exist_ok=True)
         mosq_dir = self.home.root / "mosquitto"
         mosq_dir.mkdir(exist_ok=True)
-        write_atomic(mosq_dir / "acl", _ACL.encode())
+        write_atomic(mosq_dir / "acl", _acl([INGEST_IDENTITY, *self.worker_identities()]).encode())
         write_atomic(mosq_dir / "mosquitto.conf", _mosquitto_conf(self.home, state, plugin).encode())
         if not (mosq_dir / "dynsec.json").exists():
             write_atomic(mosq_dir / "dynsec.json", (json.dumps(_DYNSEC, indent=2) + "\n").encode(), 0o600)

@@ -17,7 +17,7 @@ import click
 from pydantic import ValidationError
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ingest import IngestError, RegistryError, check_labels
+from ingest import IngestError, RegistryError, WorkerPlan, check_labels
 from tools._config import DeviceConfig, bounds, compile_sensing, load_sensing, markdown_table, settings
 from tools._devices import (
     add_device,
@@ -300,24 +300,52 @@ def _stack_fallbacks(home: Home) -> dict[str, Any]:
     return fallbacks
 
 
+def _prepare_workers(home: Home, plan: WorkerPlan) -> None:
+    """Each worker's certificate: issued here for the local stack, otherwise the operator's to provide."""
+    stack = Stack(home)
+    if plan.count > 1 and stack.serves(plan.base):
+        for identity in stack.prepare_ingest_workers(plan):
+            click.echo(f"issued a certificate for the ingest worker identity {identity}")
+        return
+    missing = plan.missing_credentials()
+    if missing:
+        files = "; ".join(f"{cert} and {key} (CN {plan.identity(n)})" for n, cert, key in missing)
+        raise UsageError(
+            f"--workers {plan.count}: each worker connects with a certificate of its own, and these are missing: "
+            f"{files}. Issue them from the broker's CA and give each identity the ingest service's ACL "
+            '(docs/configuration.md, "Several workers")'
+        )
+
+
 @cli.command(context_settings=_CONTEXT)
 @click.option("--host", help="HTTP address (default from FIELDLINK_HTTP_HOST, else 127.0.0.1).")
 @click.option("--port", type=click.IntRange(1, 65535), help="HTTP port (default 8000).")
 @click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Processes sharing the data subscription (an MQTT shared subscription), each with an identity and "
+    "persistent session of its own; the first also serves HTTP.",
+)
+@click.option(
     "--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
 )
-def ingest(host: str | None, port: int | None, log_level: str) -> None:
+def ingest(host: str | None, port: int | None, workers: int, log_level: str) -> None:
     """Run the ingest service: MQTT consumer, InfluxDB writer and HTTP API.
 
     Settings come from FIELDLINK_* variables or .env; what they leave out is taken from the local
-    stack in the state folder, if there is one.
+    stack in the state folder, if there is one. With --workers N, worker K connects as
+    <client id>:worker-K with the certificate and key next to worker 1's (ingest.worker-K.pem,
+    ingest.worker-K.key); the local stack issues them.
     """
     import uvicorn
 
-    from ingest import create_app, load_settings
+    from ingest import WorkerPool, create_app, load_settings, plan_workers, serve_with_workers
 
+    home = _home()
     try:
-        settings = load_settings(_stack_fallbacks(_home()))
+        settings = load_settings(_stack_fallbacks(home))
     except ValidationError as exc:
         problems = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
         raise UsageError(f"ingest settings: {problems}") from exc
@@ -327,7 +355,12 @@ def ingest(host: str | None, port: int | None, log_level: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per write drowns the real news
     if not port_free(port, host):
         raise UsageError(f"port {port} on {host} is busy; choose another with --port or FIELDLINK_HTTP_PORT")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+    plan = plan_workers(settings, workers)
+    _prepare_workers(home, plan)
+    app = create_app(plan.settings(1))
+    if plan.needs_pool:
+        serve_with_workers(app, WorkerPool(plan, log_level))
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 
 # --- simulate ----------------------------------------------------------------------------------------

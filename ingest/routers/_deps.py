@@ -13,6 +13,7 @@ from ingest._consumer import Stats
 from ingest._registry import Registry
 from ingest._settings import Settings
 from ingest._storage import Storage
+from ingest._workers import WorkerPool
 
 _bearer = HTTPBearer(auto_error=False, description="FIELDLINK_ADMIN_TOKEN, or FIELDLINK_READ_TOKEN for reading")
 
@@ -32,6 +33,11 @@ def _storage(request: Request) -> Storage | None:
     return storage
 
 
+def _workers(request: Request) -> WorkerPool | None:
+    workers: WorkerPool | None = getattr(request.app.state, "workers", None)  # with --workers N
+    return workers
+
+
 def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
@@ -41,6 +47,7 @@ StatsDep = Annotated[Stats, Depends(_stats)]
 RegistryDep = Annotated[Registry, Depends(_registry)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 StorageDep = Annotated[Storage | None, Depends(_storage)]
+WorkersDep = Annotated[WorkerPool | None, Depends(_workers)]
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 

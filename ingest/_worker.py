@@ -1,0 +1,157 @@
+"""One ingest worker without HTTP, started and watched by `WorkerPool` (ingest/_workers.py):
+`python -m ingest._worker NUMBER --parent PID [--retire]`, its settings as JSON on stdin.
+
+A worker runs the service's own lifespan (registry, writer, spool, consumer) until SIGTERM. A retiring
+one (an identity of an earlier run with more workers) leaves the shared subscription, stores what its
+session still holds and what its spool holds, and exits 0 once both are empty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import signal
+import sys
+import time
+
+from ingest._app import create_app, open_spool
+from ingest._consumer import Consumer, Stats
+from ingest._registry import Registry
+from ingest._settings import Settings
+from ingest._storage import Storage
+from ingest._workers import all_filters, drop_subscriptions, mqtt_client, stale_filters
+from ingest._writer import make_writer
+
+log = logging.getLogger("fieldlink.ingest")
+
+# A retiring identity is done once its messages are acknowledged and nothing more came for this long:
+# after an acknowledgement the broker sends the next queued ones at once.
+QUIET_S = 2.0
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel send SIGTERM when the parent dies (Linux), so that a killed service leaves no
+    worker behind."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before we asked
+        sys.exit(0)
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+async def serve(settings: Settings) -> None:
+    stop = _stop_event()
+    await drop_subscriptions(settings, stale_filters(settings.mqtt_shared_group))
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        await stop.wait()
+    log.info("stopped")
+
+
+async def retire(settings: Settings, quiet_s: float = QUIET_S) -> bool:
+    """Drain the identity's session and spool; True once both are empty, False if stopped before."""
+    stop = _stop_event()
+    registry = Registry(settings.registry_path)
+    writer = make_writer(settings)
+    stats = Stats()
+    spool = open_spool(settings)
+    # As the service's lifespan has it: during an outage the drained messages go to the spool.
+    storage = Storage(
+        writer,
+        spool,
+        stats.counters,
+        spool_after_s=settings.spool_after_s,
+        retry_max_s=settings.write_retry_max_s,
+        is_active=registry.is_active,
+    )
+    consumer = Consumer(settings, registry, writer, stats, storage)
+    replay = asyncio.create_task(storage.replay(), name="spool-replay")
+    try:
+        drain = asyncio.create_task(_drain(consumer, settings, storage, quiet_s))
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait([drain, stopped], return_when=asyncio.FIRST_COMPLETED)
+        for task in (drain, stopped):
+            task.cancel()
+        await asyncio.gather(drain, stopped, return_exceptions=True)
+        if drain.cancelled():
+            return False
+        if drain.exception() is not None:
+            log.error("retiring %s failed: %s", settings.mqtt_client_id, drain.exception())
+            return False
+        return True
+    finally:
+        replay.cancel()
+        await asyncio.gather(replay, return_exceptions=True)
+        await writer.close()
+        if spool is not None:
+            spool.close()
+        registry.close()
+
+
+async def _drain(consumer: Consumer, settings: Settings, storage: Storage, quiet_s: float) -> None:
+    last = time.monotonic()
+    async with mqtt_client(settings) as client:
+        paho_client = client._client
+
+        def ack(token: tuple[int, int]) -> None:
+            nonlocal last
+            paho_client.ack(*token)
+            last = time.monotonic()
+
+        # Unsubscribed, the session gets no new messages; what it holds already still comes.
+        await client.unsubscribe(all_filters(settings.mqtt_shared_group), timeout=10)
+        async with consumer.pipeline(ack) as pipeline:
+            messages = client.messages
+            while True:
+                wait = quiet_s - (time.monotonic() - last)
+                if wait <= 0 and pipeline.unacked == 0:
+                    break
+                try:
+                    message = await asyncio.wait_for(anext(messages), max(wait, 0.1))
+                except TimeoutError:
+                    continue
+                last = time.monotonic()
+                payload = message.payload
+                if not isinstance(payload, bytes | bytearray):
+                    payload = str(payload).encode()
+                await pipeline.submit(str(message.topic), bytes(payload), (message.mid, message.qos))
+    while storage.records:  # the spool's records go back to InfluxDB (the replay task writes them)
+        await asyncio.sleep(0.2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ingest._worker")
+    parser.add_argument("number", type=int)
+    parser.add_argument("--parent", type=int, required=True)
+    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--retire", action="store_true")
+    args = parser.parse_args(argv)
+    _die_with_parent(args.parent)
+    settings = Settings(**json.loads(sys.stdin.buffer.read()))
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format=f"%(asctime)s %(levelname)s %(name)s[worker {args.number}]: %(message)s",
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if args.retire:
+        log.info("retiring %s: storing what its session holds", settings.mqtt_client_id)
+        return 0 if asyncio.run(retire(settings)) else 1
+    log.info("worker %d up as %s", args.number, settings.mqtt_client_id)
+    asyncio.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
