@@ -110,6 +110,8 @@ async def _drain(consumer: Consumer, settings: Settings, storage: Storage, quiet
             paho_client.ack(*token)
             last = time.monotonic()
 
+        # The devices are told what is stored, as by the consumer (ingest/_consumer.py).
+        consumer.device_acks = lambda topic, payload: paho_client.publish(topic, payload, qos=0)
         # Unsubscribed, the session gets no new messages; what it holds already still comes.
         await client.unsubscribe(all_filters(settings.mqtt_shared_group), timeout=10)
         async with consumer.pipeline(ack) as pipeline:

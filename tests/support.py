@@ -264,8 +264,8 @@ def extra_ingest_identity(stack: StackInfo, name: str) -> dict[str, str]:
     that one's session. Valid until the next `stack up` rewrites the ACL."""
     from ingest import CertificateAuthority
     from shared.identities import INGEST_IDENTITY
-    from shared.protocol import DATA_SUBSCRIPTION, STATUS_SUBSCRIPTION
     from tools._home import Home
+    from tools._stack import ingest_acl
 
     home = Home(stack.home)
     identity = f"{INGEST_IDENTITY}-{name}"
@@ -273,6 +273,6 @@ def extra_ingest_identity(stack: StackInfo, name: str) -> dict[str, str]:
     CertificateAuthority(home.pki).issue(identity, cert, key)
     acl = home.root / "mosquitto" / "acl"
     with acl.open("a") as f:
-        f.write(f"\nuser {identity}\ntopic read {DATA_SUBSCRIPTION}\ntopic read {STATUS_SUBSCRIPTION}\n")
+        f.write("\n" + ingest_acl(identity))
     os.kill(int(home.broker_pid_path.read_text()), signal.SIGHUP)  # the broker re-reads its ACL
     return {"FIELDLINK_MQTT_CERT": str(cert), "FIELDLINK_MQTT_KEY": str(key), "FIELDLINK_MQTT_CLIENT_ID": identity}

@@ -60,12 +60,13 @@ pattern read {TOPIC_ROOT}/%u/cmd
 """
 
 
-def _ingest_acl(identity: str) -> str:
+def ingest_acl(identity: str) -> str:
+    """The ACL entry of one of the ingest service's identities (each worker has one)."""
     return f"user {identity}\ntopic read {DATA_SUBSCRIPTION}\ntopic read {STATUS_SUBSCRIPTION}\n\n"
 
 
 def _acl(ingest_identities: list[str]) -> str:
-    return _ACL_HEAD + "".join(_ingest_acl(identity) for identity in ingest_identities) + _ACL_TAIL
+    return _ACL_HEAD + "".join(ingest_acl(identity) for identity in ingest_identities) + _ACL_TAIL
 
 
 # TLS 1.2 with forward secrecy and authenticated encryption only; the certificates are EC P-256, so
@@ -341,7 +342,7 @@ class Stack:
         listed = {line.split(" ", 1)[1] for line in acl.splitlines() if line.startswith("user ")}
         wanted = [plan.identity(n) for n in range(2, plan.count + 1) if plan.identity(n) not in listed]
         if wanted:
-            write_atomic(acl_path, (acl + "\n" + "".join(_ingest_acl(identity) for identity in wanted)).encode())
+            write_atomic(acl_path, (acl + "\n" + "".join(ingest_acl(identity) for identity in wanted)).encode())
             state = self.home.load_state()
             BrokerControl("127.0.0.1", state.mqtt_port, self.home.pki_files, self.home.broker_pid_path).reload_crl()
         return issued
