@@ -302,20 +302,21 @@ class WorkerPool:
         ]
 
     def status(self) -> list[dict[str, Any]]:
-        """Each worker: number, identity, pid (None while down), restarts; worker 1 is this process."""
+        """Each worker: number, identity, pid, restarts, state (running, down, retiring, retired);
+        worker 1 is this process."""
         rows: list[dict[str, Any]] = [
-            {"worker": 1, "identity": self.plan.identity(1), "pid": os.getpid(), "restarts": 0, "retiring": False}
+            {"worker": 1, "identity": self.plan.identity(1), "pid": os.getpid(), "restarts": 0, "state": "running"}
         ]
         for w in self.workers:
-            running = w.process is not None and w.process.returncode is None
+            pid = w.process.pid if w.process is not None and w.process.returncode is None else None
+            if w.retired:
+                state = "retired"
+            elif pid is None:
+                state = "down"
+            else:
+                state = "retiring" if w.retire else "running"
             rows.append(
-                {
-                    "worker": w.number,
-                    "identity": self.plan.identity(w.number),
-                    "pid": w.process.pid if running and w.process is not None else None,
-                    "restarts": w.restarts,
-                    "retiring": w.retire and not w.retired,
-                }
+                {"worker": w.number, "identity": self._name(w), "pid": pid, "restarts": w.restarts, "state": state}
             )
         return rows
 

@@ -306,7 +306,8 @@ def test_fewer_workers_than_before_lose_nothing(stack: StackInfo, uid: str, work
     service, url = start_ingest(env, log)
     try:
         wait_until(lambda: _stored(stack, name) == sorted(devices.sent), timeout=20)
-        wait_until(lambda: _health(url)["workers"] == [_worker_row(env, 1, service.pid), _worker_row(env, 2, None)])
+        rows = [_worker_row(env, 1, service.pid, "running"), _worker_row(env, 2, None, "retired")]
+        wait_until(lambda: _health(url)["workers"] == rows)
         assert _health(url)["counters"]["stored_messages"] == 20  # type: ignore[index]
         devices.send(10)  # all of it to worker 1 now
         wait_until(lambda: _health(url)["counters"]["stored_messages"] == 30)  # type: ignore[index]
@@ -317,9 +318,9 @@ def test_fewer_workers_than_before_lose_nothing(stack: StackInfo, uid: str, work
     assert "Traceback" not in log.read_text(), log.read_text()
 
 
-def _worker_row(env: dict[str, str], number: int, pid: int | None) -> dict[str, object]:
+def _worker_row(env: dict[str, str], number: int, pid: int | None, state: str) -> dict[str, object]:
     identity = worker_identity(env["FIELDLINK_MQTT_CLIENT_ID"], number)
-    return {"worker": number, "identity": identity, "pid": pid, "restarts": 0, "retiring": False}
+    return {"worker": number, "identity": identity, "pid": pid, "restarts": 0, "state": state}
 
 
 # --- the pool and the command line alone ----------------------------------------------------------------
@@ -347,6 +348,7 @@ def test_the_pool_restarts_a_dead_worker_and_stops_them_all(monkeypatch: pytest.
             second = pool.status()[1]["pid"]
             os.kill(second, signal.SIGKILL)
             await _until(lambda: pool.problems() != [])
+            assert [row["state"] for row in pool.status()] == ["running", "down", "running"]
             assert pool.problems() == [
                 f"ingest worker 2 (fieldlink:ingest:worker-2) is down: pid {second} was killed by SIGKILL; "
                 "starting it again in 0.3 s"
@@ -382,7 +384,7 @@ def test_a_retiring_identity_that_is_done_is_not_started_again(monkeypatch: pyte
     async def scenario() -> None:
         pool = WorkerPool(plan, command=command, first_backoff_s=0.05)
         async with pool:
-            await _until(lambda: all(not row["retiring"] for row in pool.status()))
+            await _until(lambda: [row["state"] for row in pool.status()] == ["running", "retired", "retired"])
             assert pool.problems() == []
 
     asyncio.run(scenario())

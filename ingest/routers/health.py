@@ -28,5 +28,5 @@ async def healthz(stats: StatsDep, storage: StorageDep, response: Response, work
         "spool": storage.snapshot() if storage is not None else None,
     }
     if workers is not None:
-        body["workers"] = workers.status()  # worker 1 (this process) first; a pid of None is down
+        body["workers"] = workers.status()  # worker 1 (this process) first
     return body
