@@ -135,6 +135,18 @@ def test_mosquitto_keeps_a_members_share_for_its_session_alone(stack: StackInfo,
         b = Member(stack, ids["b"], workdir / "b5.log", "", "--ack")
         time.sleep(1.0)
         assert b.got() == [] and len(a.seqs() & set(range(16, 22))) == 3  # 3 messages lost
+        b.stop()
+        # A member on a clean session that dies leaves the group at once, and what it held is lost too.
+        b = Member(stack, ids["b"], workdir / "b6.log", topic, "--clean")
+        send(range(22, 26))
+        wait_until(lambda: len(b.seqs()) == 2 and len(a.seqs() & set(range(22, 26))) == 2)
+        held = b.seqs()
+        killed(b)
+        send(range(26, 30))
+        wait_until(lambda: set(range(26, 30)) <= a.seqs())
+        b = Member(stack, ids["b"], workdir / "b7.log", "", "--ack")
+        time.sleep(1.0)
+        assert b.got() == [] and a.seqs().isdisjoint(held)
     finally:
         publisher.loop_stop()
         publisher.disconnect()
