@@ -57,6 +57,26 @@ def ack_topic(device_id):
     return TOPIC_ROOT + "/" + device_id + "/ack"
 
 
+def decode_ack(payload):
+    """The service's acknowledgement (docs/protocol.md): (stored, refused), two lists of sequences, or
+    None if the payload is not a version-1 ack (not JSON, `v` not the integer 1, a list that is not a
+    list of at most 256 integers in 0..2**53). The node's decoder: tolerant of nothing, raises nothing."""
+    try:
+        obj = json.loads(payload)
+        if type(obj) is not dict or type(obj.get("v")) is not int or obj["v"] != PROTOCOL_VERSION:
+            return None
+        lists = (obj.get("stored", []), obj.get("refused", []))
+        for seqs in lists:
+            if type(seqs) is not list or len(seqs) > 256:
+                return None
+            for seq in seqs:
+                if type(seq) is not int or not 0 <= seq <= 9007199254740992:
+                    return None
+        return lists
+    except Exception:  # ValueError, and what hostile nesting raises: RuntimeError, MemoryError
+        return None
+
+
 DATA_SUBSCRIPTION = TOPIC_ROOT + "/+/data"
 STATUS_SUBSCRIPTION = TOPIC_ROOT + "/+/status"
 
