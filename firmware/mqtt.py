@@ -1,11 +1,13 @@
 # A small MQTT 3.1.1 client for MicroPython, driven by the node's loop: one non-blocking TLS socket,
-# QoS 0/1 publish tracked until PUBACK, keep-alive pings, last will. Nothing here waits: step() moves
-# the bytes that can move and returns, so sampling never stops for the network. One publish in flight
-# at a time: a batch carries many readings, so a window of one keeps the RAM cost fixed and the order
-# simple. It publishes only (a config or command topic would add SUBSCRIBE and incoming PUBLISH).
-# Network time is real time (time.ticks_ms), whatever the board's clock does. The socket module and
-# the clock can be replaced per client (`net`, `clock`), so tests script both
-# (tests/dual/test_mqtt.py). Errors are compared by name: ESP32's lwIP numbers them unlike Linux.
+# QoS 0/1 publish tracked until PUBACK, one QoS 0 subscription (the service's acknowledgements) and the
+# QoS 0 PUBLISH packets it brings, keep-alive pings, last will. Nothing here waits: step() moves the
+# bytes that can move and returns, so sampling never stops for the network. One packet in flight at a
+# time (a publish awaiting its PUBACK, or the subscription its SUBACK): a batch carries many readings,
+# so a window of one keeps the RAM cost fixed and the order simple. An incoming PUBLISH larger than
+# `max_incoming` is read past and counted (`skipped`), never kept. Network time is real time
+# (time.ticks_ms), whatever the board's clock does. The socket module and the clock can be replaced
+# per client (`net`, `clock`), so tests script both (tests/dual/test_mqtt.py). Errors are compared by
+# name: ESP32's lwIP numbers them unlike Linux.
 import errno
 import socket
 import struct
@@ -19,6 +21,8 @@ _CONNECT = const(0x10)
 _CONNACK = const(0x20)
 _PUBLISH = const(0x30)
 _PUBACK = const(0x40)
+_SUBSCRIBE = const(0x82)
+_SUBACK = const(0x90)
 _PINGRESP = const(0xD0)
 _PINGREQ = b"\xc0\x00"
 _DISCONNECT = b"\xe0\x00"
@@ -60,6 +64,8 @@ class MQTTClient:
     # own on the instance; as class attributes they cost a node nothing per client.
     net = socket
     clock = time
+    max_incoming = 2048  # bytes of an incoming PUBLISH packet (topic and payload) the client takes
+    on_message = None  # on_message(topic, payload), bytes, for each PUBLISH that arrives
 
     def __init__(
         self, client_id, host, port, keepalive_s, timeout_ms, ssl_context=None, server_hostname=None, will=None
@@ -74,15 +80,23 @@ class MQTTClient:
         self.timeout_ms = timeout_ms
         self.sock = None
         self.state = DOWN
-        self.inflight = 0  # packet id of the QoS 1 publish awaiting its PUBACK; 0 when none
+        # Packet id of the QoS 1 publish awaiting its PUBACK, or of the subscription awaiting its
+        # SUBACK; 0 when none. `granted` is the last SUBACK's return code (0x80: refused).
+        self.inflight = 0
+        self.granted = None
+        self._awaiting = "PUBACK"
+        self.skipped = 0  # incoming PUBLISH packets larger than max_incoming, read past
         self.will = will
         self.out = []  # what is still to be written, oldest first (the node polls for writing while any)
-        self._rx = bytearray(4)  # every packet a publisher receives fits: CONNACK, PUBACK, PINGRESP
+        self._rx = bytearray(5)  # a fixed header: the packet type and up to four length bytes
         view = memoryview(self._rx)
-        # Where the next bytes go, by how many have come: the header's two bytes, then the body's
-        # two. Made once, so that polling an idle socket allocates nothing.
-        self._rx_into = (view[0:2], view[1:2], view[2:4], view[3:4])
+        # Where the next header bytes go, by how many have come: made once, so that polling an idle
+        # socket allocates nothing.
+        self._rx_into = (view[0:2], view[1:2], view[2:3], view[3:4], view[4:5])
         self._rx_len = 0
+        self._body = None  # the body being read (a bytearray of its length), or None
+        self._body_len = -1  # its length once the header is complete; -1 while reading the header
+        self._got = 0  # body bytes read (or skipped) so far
         self._pid = 0
         self._since = 0  # ticks of the CONNECT, or of the publish in flight
         self._last_rx = 0
@@ -137,10 +151,30 @@ class MQTTClient:
             self._pid = self._pid % 65535 + 1
             header.extend(struct.pack("!H", self._pid))
             self.inflight = self._pid
+            self._awaiting = "PUBACK"
             self._since = self.clock.ticks_ms()
         self.out.append(header)
         self.out.append(payload)
         self._last_tx = self.clock.ticks_ms()
+        self.step()
+
+    def subscribe(self, topic):
+        """Queue a SUBSCRIBE at QoS 0; `inflight` holds its packet id until the SUBACK, whose return
+        code is then in `granted`."""
+        if self.state != UP:
+            raise MQTTError("not connected")
+        self._pid = self._pid % 65535 + 1
+        body = bytearray(struct.pack("!H", self._pid))
+        _string(body, topic)
+        body.append(0)
+        header = bytearray([_SUBSCRIBE])
+        _remaining_length(header, len(body))
+        self.inflight = self._pid
+        self._awaiting = "SUBACK"
+        self.granted = None
+        self._since = self._last_tx = self.clock.ticks_ms()
+        self.out.append(header)
+        self.out.append(body)
         self.step()
 
     def step(self):
@@ -164,7 +198,7 @@ class MQTTClient:
                 )
             return
         if self.inflight and clock.ticks_diff(now, self._since) > self.timeout_ms:
-            self._fail("no PUBACK for packet " + str(self.inflight))
+            self._fail("no " + self._awaiting + " for packet " + str(self.inflight))
         if clock.ticks_diff(now, self._last_rx) > self.keepalive_ms * 3 // 2:
             self._fail("the broker went silent (keep-alive)")
         if not self.out and clock.ticks_diff(now, self._last_tx) >= self.keepalive_ms // 2:
@@ -194,26 +228,22 @@ class MQTTClient:
     def _read(self):
         rx = self._rx
         while True:
-            if self._rx_len >= 2:
-                kind = rx[0]
-                end = 2 + rx[1]
-                if rx[1] != (0 if kind == _PINGRESP else 2) or kind not in (_CONNACK, _PUBACK, _PINGRESP):
-                    # Nothing else comes to a client that publishes only.
-                    self._fail("unexpected packet from the broker: " + hex(kind) + " " + hex(rx[1]))
-                if self._rx_len == end:
-                    self._rx_len = 0
-                    if kind == _CONNACK and self.state == CONNECTING:
-                        code = rx[3]
-                        if code:
-                            self._fail(
-                                "broker refused the connection: " + (_REFUSED[code - 1] if code <= 5 else str(code))
-                            )
-                        self.state = UP
-                    elif kind == _PUBACK and (rx[2] << 8 | rx[3]) == self.inflight:
-                        self.inflight = 0
-                    continue
+            n = self._rx_len
+            if self._body_len < 0 and n >= 2 and not rx[n - 1] & 0x80:
+                self._header_done(n)  # the remaining length is complete: the body comes next
+            if self._body_len >= 0 and self._got == self._body_len:
+                self._packet()
+                continue
+            if self._body_len < 0:
+                if n == 5:
+                    self._fail("malformed packet length from the broker")
+                into = self._rx_into[n]
+            elif self._body is None:  # too large: read past it, a little at a time
+                into = memoryview(self._rx)[1 : 1 + min(4, self._body_len - self._got)]
+            else:
+                into = memoryview(self._body)[self._got :]
             try:
-                n = self.sock.readinto(self._rx_into[self._rx_len])
+                n = self.sock.readinto(into)
             except OSError as exc:
                 if exc.errno == errno.EAGAIN or exc.errno == errno.ETIMEDOUT:  # as in _write
                     return
@@ -222,8 +252,66 @@ class MQTTClient:
                 return
             if not n:
                 self._fail("connection closed by the broker")
-            self._rx_len += n
+            if self._body_len < 0:
+                self._rx_len += n
+            else:
+                self._got += n
             self._last_rx = self.clock.ticks_ms()
+
+    def _header_done(self, n):
+        length = 0
+        for i in range(n - 1, 0, -1):
+            length = length << 7 | self._rx[i] & 0x7F
+        kind = self._rx[0]
+        if kind & 0xF0 == _PUBLISH:
+            if kind & 0x06 > 0x02:
+                self._fail("unexpected QoS 2 publish from the broker")
+            if length <= self.max_incoming:
+                try:
+                    self._body = bytearray(length)
+                except MemoryError:
+                    self._body = None
+            if self._body is None:
+                self.skipped += 1
+        elif length != (2 if kind == _CONNACK or kind == _PUBACK else 3 if kind == _SUBACK else 0) or not (
+            kind == _CONNACK or kind == _PUBACK or kind == _SUBACK or kind == _PINGRESP
+        ):
+            # Nothing else comes to a client that publishes and subscribes once.
+            self._fail("unexpected packet from the broker: " + hex(kind) + " " + hex(length))
+        else:
+            self._body = bytearray(length)
+        self._body_len = length
+        self._got = 0
+
+    def _packet(self):
+        """A whole packet has come: act on it, and make ready for the next."""
+        kind = self._rx[0]
+        body = self._body
+        self._body = None
+        self._body_len = -1
+        self._rx_len = 0
+        if body is None:  # a PUBLISH read past
+            return
+        if kind == _CONNACK and self.state == CONNECTING:
+            code = body[1]
+            if code:
+                self._fail("broker refused the connection: " + (_REFUSED[code - 1] if code <= 5 else str(code)))
+            self.state = UP
+        elif kind == _PUBACK or kind == _SUBACK:
+            if (body[0] << 8 | body[1]) == self.inflight:
+                self.inflight = 0
+                if kind == _SUBACK:
+                    self.granted = body[2]
+        elif kind & 0xF0 == _PUBLISH:
+            end = 2 + (body[0] << 8 | body[1])
+            start = end
+            if kind & 0x06:  # QoS 1 (not asked for, but acknowledged as MQTT wants, in order)
+                self.out.append(bytes((_PUBACK, 2, body[end], body[end + 1])))
+                start += 2
+            if end > len(body) or start > len(body):
+                self._fail("malformed PUBLISH from the broker")
+            if self.on_message is not None:
+                self.on_message(bytes(body[2:end]), body[start:])
 
     def _fail(self, reason):
         self.close()
@@ -244,6 +332,8 @@ class MQTTClient:
         self.inflight = 0
         self.out = []
         self._rx_len = 0
+        self._body = None
+        self._body_len = -1
         if self.sock is not None:
             try:
                 self.sock.close()

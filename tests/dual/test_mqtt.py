@@ -349,9 +349,19 @@ def test_keepalive_pings_when_idle_and_a_silent_broker_is_a_lost_connection():
 
 def test_unexpected_packet_is_refused():
     mqtt, sock, _ = connected()
-    sock.incoming.append(b"\x90\x03\x00\x01\x00")  # a SUBACK: a publisher never subscribed
+    sock.incoming.append(b"\xb0\x02\x00\x01")  # an UNSUBACK: the client never unsubscribes
     exc = raises(MQTTError, mqtt.step)
     assert "unexpected packet" in str(exc)
+    mqtt, sock, _ = connected()
+    sock.incoming.append(b"\x40\x03\x00\x01\x00")  # a PUBACK of the wrong length
+    raises(MQTTError, mqtt.step)
+    mqtt, sock, _ = connected()
+    sock.incoming.append(b"\x34\x05\x00\x01t\x00\x01")  # QoS 2: never asked for
+    raises(MQTTError, mqtt.step)
+    mqtt, sock, _ = connected()
+    sock.incoming.append(b"\x30\xff\xff\xff\xff\x7f")  # a remaining length of five bytes
+    exc = raises(MQTTError, mqtt.step)
+    assert "malformed packet length" in str(exc)
 
 
 def test_publish_needs_a_connection_and_disconnect_says_goodbye():
@@ -363,3 +373,120 @@ def test_publish_needs_a_connection_and_disconnect_says_goodbye():
     assert sock.closed
     assert mqtt.state == DOWN
     mqtt.step()  # a closed client does nothing
+
+
+def publish_packet(topic, payload, qos=0, pid=1):
+    body = bytearray(bytes((len(topic) >> 8, len(topic) & 0xFF)) + topic)
+    if qos:
+        body += bytes((pid >> 8, pid & 0xFF))
+    body += payload
+    header = bytearray((0x30 | qos << 1,))
+    length = len(body)
+    while True:
+        header.append(length & 0x7F | (0x80 if length > 0x7F else 0))
+        length >>= 7
+        if not length:
+            return bytes(header + body)
+
+
+def listening(**options):
+    """A connected client that records what arrives on its subscription."""
+    mqtt, sock, clock = connected(**options)
+    got = []
+    mqtt.on_message = lambda topic, payload: got.append((bytes(topic), bytes(payload)))
+    return mqtt, sock, clock, got
+
+
+def test_subscribe_sends_subscribe_at_qos0_and_waits_for_its_suback():
+    mqtt, sock, _ = connected()
+    mqtt.subscribe("fl/v1/node-1/ack")
+    assert mqtt.inflight == 1
+    assert packets(sock.sent) == [(0x82, b"\x00\x01\x00\x10fl/v1/node-1/ack\x00")]
+    for chunk in (b"\x90", b"\x03\x00", b"\x01"):
+        sock.incoming.append(chunk)
+        mqtt.step()
+        assert mqtt.inflight == 1
+    sock.incoming.append(b"\x00")
+    mqtt.step()
+    assert (mqtt.inflight, mqtt.granted) == (0, 0)
+    mqtt.publish("t", b"x")
+    assert mqtt.inflight == 2  # packet ids are shared: never two in flight with one id
+
+
+def test_a_refused_subscription_is_reported_not_a_lost_connection():
+    mqtt, sock, _ = connected()
+    mqtt.subscribe("fl/v1/node-1/ack")
+    sock.incoming.append(b"\x90\x03\x00\x01\x80")
+    mqtt.step()
+    assert (mqtt.inflight, mqtt.granted, mqtt.state) == (0, 0x80, UP)
+
+
+def test_no_suback_within_the_timeout():
+    mqtt, sock, clock = connected(timeout_ms=5000)
+    mqtt.subscribe("a")
+    clock.now += 5001
+    exc = raises(MQTTError, mqtt.step)
+    assert str(exc) == "no SUBACK for packet 1"
+
+
+def test_a_publish_between_other_packets_split_at_every_byte():
+    ack = publish_packet(b"fl/v1/node-1/ack", b'{"v":1,"stored":[7]}')
+    stream = puback(1) + ack + PINGRESP + ack + puback(1)
+    for cut in range(len(stream) + 1):
+        mqtt, sock, _, got = listening()
+        mqtt.publish("t", b"x")
+        sock.incoming = [part for part in (stream[:cut], None, stream[cut:]) if part != b""]
+        for _ in range(4):
+            mqtt.step()
+        assert got == [(b"fl/v1/node-1/ack", b'{"v":1,"stored":[7]}')] * 2, cut
+        assert mqtt.inflight == 0
+        assert mqtt.state == UP
+    # One byte per read, as a slow TLS record might give them.
+    mqtt, sock, _, got = listening()
+    sock.incoming = [bytes((b,)) for b in stream]
+    for _ in range(len(stream) + 1):
+        mqtt.step()
+    assert len(got) == 2
+
+
+def test_a_publish_with_a_long_remaining_length():
+    payload = b'{"v":1,"stored":[' + b",".join(str(1048576 + i).encode() for i in range(200)) + b"]}"
+    mqtt, sock, _, got = listening()
+    mqtt.max_incoming = 4096
+    packet = publish_packet(b"fl/v1/node-1/ack", payload)
+    assert packet[1] & 0x80  # two bytes of remaining length
+    sock.incoming = [packet]
+    mqtt.step()
+    assert got == [(b"fl/v1/node-1/ack", payload)]
+
+
+def test_an_oversize_publish_is_read_past_and_counted_and_the_next_packet_counts():
+    mqtt, sock, _, got = listening()
+    mqtt.max_incoming = 100
+    mqtt.publish("t", b"x")
+    big = publish_packet(b"fl/v1/node-1/ack", b"[" * 5000)
+    small = publish_packet(b"fl/v1/node-1/ack", b'{"v":1}')
+    sock.incoming = [big[:700], None, big[700:] + small, puback(1)]
+    for _ in range(3):
+        mqtt.step()
+    assert mqtt.skipped == 1
+    assert got == [(b"fl/v1/node-1/ack", b'{"v":1}')]
+    assert mqtt.inflight == 0
+    assert mqtt.state == UP
+
+
+def test_a_qos1_publish_is_acknowledged():
+    mqtt, sock, _, got = listening()
+    sock.incoming = [publish_packet(b"a", b"hi", qos=1, pid=0x1234)]
+    mqtt.step()
+    mqtt.step()
+    assert got == [(b"a", b"hi")]
+    assert packets(sock.sent) == [(0x40, b"\x12\x34")]
+
+
+def test_a_publish_whose_topic_overruns_it_is_malformed():
+    mqtt, sock, _, got = listening()
+    sock.incoming = [b"\x30\x04\x00\x09ab"]
+    exc = raises(MQTTError, mqtt.step)
+    assert "malformed PUBLISH" in str(exc)
+    assert got == []
