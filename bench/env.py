@@ -70,6 +70,7 @@ class Bench:
     stack: Stack = field(init=False)
     devices: list[dict[str, Any]] = field(default_factory=list)
     storm_devices: list[dict[str, Any]] = field(default_factory=list)
+    live_devices: list[dict[str, Any]] = field(default_factory=list)  # more for fast live phases
     _cursor_ms: int = 0
     started_processes: list[Process] = field(default_factory=list)
 
@@ -86,11 +87,11 @@ class Bench:
         self.devices = self.provision("bench", devices)
         self.storm_devices = self.provision("storm", storm_devices)
 
-    def provision(self, prefix: str, count: int) -> list[dict[str, Any]]:
-        """Devices PREFIX-000.. issued, registered and bundled as `fieldlink device add` does; what the
-        generator needs of each."""
+    def provision(self, prefix: str, count: int, start: int = 0) -> list[dict[str, Any]]:
+        """Devices PREFIX-<start>.. issued, registered and bundled as `fieldlink device add` does; what
+        the generator needs of each."""
         made = []
-        for i in range(count):
+        for i in range(start, start + count):
             device_id = f"{prefix}-{i:03d}"
             _, bundle = add_device(self.home, device_id)
             config = json.loads((bundle / "config.json").read_text())

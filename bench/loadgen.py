@@ -228,6 +228,7 @@ class Generator:
         turn = 0
         backlog = 0
         newest: list[int] = []
+        ahead = 0
         while True:
             elapsed = time.monotonic() - clock
             if elapsed >= spec.duration:
@@ -240,6 +241,7 @@ class Generator:
                 payload, stamp = d.stamper.message(d.spec.index, d.made, spec.shape, probe)
                 if probe:
                     newest.append(stamp)
+                ahead = max(ahead, stamp - int(time.time() * 1000))
                 d.made += 1
                 d.queue.append((payload, spec.shape))
                 d.pump()
@@ -258,6 +260,7 @@ class Generator:
             "finished": finished,
             "max_backlog": backlog,
             "probes": len(newest),
+            "max_ahead_ms": ahead,  # how far a device's stamps ran ahead of the clock (too fast a device)
         }
 
     async def storm(self) -> dict[str, Any]:

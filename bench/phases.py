@@ -5,6 +5,7 @@ generator had acknowledged with the points InfluxDB holds (exactly equal, or the
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import statistics
@@ -22,7 +23,7 @@ import httpx
 from bench.env import Bench, BenchError, Process, Window, cpu_snapshot
 from bench.influx import Target as InfluxTarget
 from bench.influx import batches, ceiling
-from bench.payloads import PROBE, span_ms
+from bench.payloads import PROBE, span_ms, ticks
 from tools._process import free_port, pid_alive
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -39,7 +40,7 @@ class Sizes:
     ceiling_60: int = 400
     workers_fill: int = 1200  # messages per device (1 reading each) for one worker against two
     live_s: float = 20.0  # latency phases
-    probe_every: int = 10
+    probes_per_s: float = 100.0  # latency probes, whatever the load: the poller's queries stay small
     storm_devices: int = 500
     storm_s: float = 10.0  # publishing after the reconnect
     spool_s: float = 80.0  # the spool phase's load; InfluxDB stopped 10-40 s, killed and restarted at 50 s
@@ -340,45 +341,62 @@ def phase_rates(run: Run) -> dict[str, Any]:
 
 
 class ProbePoller(threading.Thread):
-    """Asks InfluxDB every `interval` s for the probe readings stored so far; a probe's latency is the
-    time the first answer holding it came back, less its device timestamp (so at most one interval
-    and one query late: an upper bound)."""
+    """Asks InfluxDB every `interval` s for the probe readings stored in the last `lookback_ms` of device
+    time before the newest one seen; a probe's latency is the time the first answer holding it came
+    back, less its device timestamp (so at most one interval and one query late: an upper bound). A
+    probe more than `lookback_ms` behind the newest one is found by `sweep` at the end, and counted as
+    late with the sweep's time."""
 
-    def __init__(self, b: Bench, since_ms: int, interval: float = 0.025) -> None:
+    def __init__(self, b: Bench, since_ms: int, interval: float = 0.025, lookback_ms: int = 3000) -> None:
         super().__init__(daemon=True)
         self.b = b
         self.since_ms = since_ms
         self.interval = interval
+        self.lookback_ms = lookback_ms
         self.seen: dict[tuple[str, int], float] = {}
+        self.swept = 0
         self.queries = 0
+        self.query_ms: list[float] = []
         self.stop_event = threading.Event()
         self.error: str | None = None
+        self._client = httpx.Client(auth=b.admin_auth(), timeout=30)
+
+    def _probes(self, since_ms: int) -> list[tuple[str, int]]:
+        q = f"SELECT value, device FROM readings WHERE sensor = '{PROBE}' AND time >= {since_ms}ms"
+        response = self._client.post(
+            f"{self.b.influx_url}/query", data={"db": self.b.state.database, "q": q, "epoch": "ms"}
+        )
+        found = []
+        for series in response.json()["results"][0].get("series", []):
+            found += [(device, t) for t, _, device in series["values"]]
+        return found
 
     def run(self) -> None:
-        b = self.b
-        client = httpx.Client(auth=b.admin_auth(), timeout=10)
-        url = f"{b.influx_url}/query"
-        since = self.since_ms
-        newest = since
+        since = newest = self.since_ms
         try:
             while not self.stop_event.is_set():
                 tick = time.monotonic()
-                q = f"SELECT value, device FROM readings WHERE sensor = '{PROBE}' AND time >= {since}ms"
-                response = client.post(url, data={"db": b.state.database, "q": q, "epoch": "ms"})
+                found = self._probes(since)
                 answered = time.time() * 1000
                 self.queries += 1
-                for series in response.json()["results"][0].get("series", []):
-                    for t, _, device in series["values"]:
-                        key = (device, t)
-                        if key not in self.seen:
-                            self.seen[key] = answered
-                            newest = max(newest, t)
-                since = max(self.since_ms, newest - 10_000)
+                self.query_ms.append((time.monotonic() - tick) * 1000)
+                for key in found:
+                    if key not in self.seen:
+                        self.seen[key] = answered
+                        newest = max(newest, key[1])
+                since = max(self.since_ms, newest - self.lookback_ms)
                 time.sleep(max(0.0, self.interval - (time.monotonic() - tick)))
         except Exception as exc:
             self.error = repr(exc)
-        finally:
-            client.close()
+
+    def sweep(self) -> None:
+        """After the poller stopped: every probe stored since the start, those not seen yet as late."""
+        now = time.time() * 1000
+        for key in self._probes(self.since_ms):
+            if key not in self.seen:
+                self.seen[key] = now
+                self.swept += 1
+        self._client.close()
 
     def latencies(self) -> list[float]:
         return sorted(seen - t for (_, t), seen in self.seen.items())
@@ -410,10 +428,11 @@ def live_load(
         "shape": shape,
         "rate": rate,
         "duration": duration,
-        "probe_every": run.sizes.probe_every,
         "window": 20,
     }
-    generators = b.generators(spec, devices or run.devices, run.sizes.generators)
+    devices = devices or run.devices
+    spec["probe_every"] = max(1, round(rate / run.sizes.probes_per_s))
+    generators = b.generators(spec, devices, run.sizes.generators)
     cpu = CpuWindow(_roles(b, service=[service.popen.pid], generator=[g.popen.pid for g in generators]))
     cpu.start()
     clock = time.monotonic()
@@ -439,9 +458,25 @@ def live_load(
         "msgs_per_s": sum(r["made"] for r in results) / duration,
         "max_backlog": max(r["max_backlog"] for r in results),
         "connect_failures": sum(r["connect_failures"] for r in results),
+        "devices": len(devices),
+        "probes": sum(r["probes"] for r in results),
+        "max_ahead_ms": max(r["max_ahead_ms"] for r in results),
         "finished": max(r["finished"] for r in results),
         "cpu": split,
     }
+
+
+def live_devices(run: Run, shape: int, rate: float) -> list[dict[str, Any]]:
+    """Enough devices for `rate` live messages per second: a device stamps a message's ticks 1 ms apart
+    and never reuses a millisecond, so one device sends at most 1000 / ticks messages a second before its
+    stamps run ahead of the clock; keep each at half that, adding devices to the 50 where needed."""
+    per_device = 1000 / ticks(shape) / 2
+    needed = max(len(run.devices), math.ceil(rate / per_device))
+    b = run.bench
+    extra = needed - len(run.devices)
+    if extra > len(b.live_devices):
+        b.live_devices += b.provision("live", extra - len(b.live_devices), start=len(b.live_devices))
+    return run.devices + b.live_devices[:extra]
 
 
 def measure_latency(run: Run, shape: int, rate: float) -> dict[str, Any]:
@@ -453,12 +488,13 @@ def measure_latency(run: Run, shape: int, rate: float) -> dict[str, Any]:
     since = int(time.time() * 1000)
     poller = ProbePoller(b, since)
     poller.start()
-    load = live_load(run, shape, rate, run.sizes.live_s, service)
+    load = live_load(run, shape, rate, run.sizes.live_s, service, devices=live_devices(run, shape, rate))
     end_ms = int(load["finished"] * 1000) + 60_000
     counted = b.wait_count(load["start_ms"], end_ms, load["acked_points"], timeout=60)
     time.sleep(0.3)  # the last probes found
     poller.stop_event.set()
-    poller.join(10)
+    poller.join(30)
+    poller.sweep()
     counters = _counters(port) or {}
     b.stop(service)
     latencies = poller.latencies()
@@ -467,7 +503,9 @@ def measure_latency(run: Run, shape: int, rate: float) -> dict[str, Any]:
         "rate_asked": rate,
         "load": load,
         "probes": len(latencies),
+        "probes_late": poller.swept,
         "polls": poller.queries,
+        "poll_ms_median": median(poller.query_ms),
         "poll_error": poller.error,
         "latency_ms": {
             "p50": _percentile(latencies, 50),
@@ -605,7 +643,7 @@ def phase_spool(run: Run) -> dict[str, Any]:
             b.stack.up()
             events.append({"at_s": round(elapsed, 2), "event": "InfluxDB killed (SIGKILL) and restarted"})
 
-    load = live_load(run, 60, rate, s.spool_s, service, during)
+    load = live_load(run, 60, rate, s.spool_s, service, during, live_devices(run, 60, rate))
     end_ms = int(load["finished"] * 1000) + 60_000
     counted = b.wait_count(load["start_ms"], end_ms, load["acked_points"], timeout=240, interval=1.0)
     caught_up = time.time() - load["finished"]

@@ -189,20 +189,22 @@ def render(results: dict[str, Any], source: Path | str | None = None) -> str:
         w("### Latency: device timestamp to queryable, at half of fieldlink's maximum")
         w("")
         w(
-            "| readings/message | load (msg/s) | p50 | p90 | p99 | max | probes "
-            "| CPU: broker / database / service / generator |"
+            "| readings/message | load (msg/s) | devices | p50 | p90 | p99 | max | probes "
+            "| CPU: broker / database / service / generator / harness |"
         )
-        w("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        w("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for shape in (1, 60):
             entry = latency.get(f"latency_{shape}")
             if not entry:
                 continue
             lat = entry["latency_ms"]
             cores = _get(entry, "load", "cpu", "cores") or {}
-            split = " / ".join(_num(cores.get(r), 2) for r in ("broker", "database", "service", "generator"))
+            split = " / ".join(_num(cores.get(r), 2) for r in ("broker", "database", "service", "generator", "harness"))
+            late = f" ({entry['probes_late']} late)" if entry.get("probes_late") else ""
             w(
-                f"| {shape} | {_num(entry['load']['msgs_per_s'])} | {_num(lat['p50'])} ms | {_num(lat['p90'])} ms | "
-                f"{_num(lat['p99'])} ms | {_num(lat['max'])} ms | {entry['probes']} | {split} |"
+                f"| {shape} | {_num(entry['load']['msgs_per_s'])} | {entry['load'].get('devices', '—')} | "
+                f"{_num(lat['p50'])} ms | {_num(lat['p90'])} ms | {_num(lat['p99'])} ms | {_num(lat['max'])} ms | "
+                f"{entry['probes']}{late} | {split} |"
             )
     workers = phases.get("workers", {})
     if workers:
