@@ -21,7 +21,7 @@ import pytest
 
 from ingest import CertificateAuthority
 from shared.identities import ADMIN_IDENTITY, INGEST_IDENTITY
-from shared.protocol import MAX_PAYLOAD_BYTES, data_topic
+from shared.protocol import MAX_PAYLOAD_BYTES, ack_topic, data_topic
 from tests.support import IngestInfo, StackInfo, batch, fieldlink, mqtt_client, publish, wait_until
 from tools._home import Home
 from tools._process import process_name, process_start_time
@@ -269,6 +269,40 @@ def test_publishing_outside_its_own_topics_has_no_effect(stack: StackInfo, inges
     assert ingest.counters().get("received", 0) == received + 1
     assert stack.points(victim) == [] and stack.points("x") == []
     assert dynsec.read_text() == dynsec_before
+
+
+def test_a_device_hears_its_own_acks_and_no_one_can_forge_them(stack: StackInfo, ingest: IngestInfo, uid: str) -> None:
+    # A forged "stored" would make a device drop batches the service never stored.
+    device, mallory = f"acked-{uid}", f"forger-{uid}"
+    bundle, mallory_bundle = stack.add_device(device), stack.add_device(mallory)
+    client, mallory_client = _client(stack, bundle, device), _client(stack, mallory_bundle, mallory)
+    heard: list[tuple[str, Any]] = []
+    mallory_heard: list[str] = []
+    subscribed = threading.Event()
+    client.on_message = lambda _c, _u, message: heard.append((message.topic, json.loads(message.payload)))
+    mallory_client.on_message = lambda _c, _u, message: mallory_heard.append(message.topic)
+    client.on_subscribe = lambda *_args: subscribed.set()
+    now = int(time.time() * 1000)
+    try:
+        client.subscribe(ack_topic(device), 0)
+        assert subscribed.wait(10)
+        subscribed.clear()
+        mallory_client.on_subscribe = lambda *_args: subscribed.set()
+        mallory_client.subscribe(ack_topic(device), 0)  # another device's acks: granted, never delivered
+        assert subscribed.wait(10)
+        publish(mallory_client, ack_topic(device), b'{"v":1,"stored":[41]}')  # dropped by the broker
+        publish(mallory_client, ack_topic(mallory), b'{"v":1,"stored":[42]}')  # even on its own topic
+        publish(client, data_topic(device), batch(7, now, ["temp"], [[0, 0, 1.0]]))
+        publish(client, data_topic(device), batch(8, now - 40 * 86_400_000, ["temp"], [[0, 0, 1.0]]))  # too old
+        wait_until(lambda: len(heard) >= 2)
+        time.sleep(0.3)  # room for anything else to arrive
+    finally:
+        _close(client, mallory_client)
+    assert sorted(heard, key=lambda entry: json.dumps(entry[1])) == [
+        (ack_topic(device), {"v": 1, "refused": [8]}),
+        (ack_topic(device), {"v": 1, "stored": [7]}),
+    ]
+    assert mallory_heard == []
 
 
 def _admin(stack: StackInfo) -> paho.Client:

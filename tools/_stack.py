@@ -34,6 +34,7 @@ from shared.protocol import (
     MAX_PAYLOAD_BYTES,
     STATUS_SUBSCRIPTION,
     TOPIC_ROOT,
+    ack_topic,
 )
 from tools._errors import EnvironmentProblem, ServiceFailed, UsageError
 from tools._home import BROKER_NAMES, Home, ProcessMark, StackState
@@ -57,12 +58,16 @@ pattern write {TOPIC_ROOT}/%u/data
 pattern write {TOPIC_ROOT}/%u/status
 pattern read {TOPIC_ROOT}/%u/config
 pattern read {TOPIC_ROOT}/%u/cmd
+pattern read {ack_topic("%u")}
 """
 
 
 def ingest_acl(identity: str) -> str:
     """The ACL entry of one of the ingest service's identities (each worker has one)."""
-    return f"user {identity}\ntopic read {DATA_SUBSCRIPTION}\ntopic read {STATUS_SUBSCRIPTION}\n\n"
+    return (
+        f"user {identity}\ntopic read {DATA_SUBSCRIPTION}\ntopic read {STATUS_SUBSCRIPTION}\n"
+        f"topic write {ack_topic('+')}\n\n"
+    )
 
 
 def _acl(ingest_identities: list[str]) -> str:
