@@ -1,6 +1,6 @@
 """The fieldlink ingest service: MQTT in, verified points out to InfluxDB."""
 
-from ingest._app import create_app
+from ingest._app import create_app, open_spool
 from ingest._errors import (
     FleetError,
     IngestError,
@@ -52,6 +52,7 @@ __all__ = [
     "check_labels",
     "create_app",
     "load_settings",
+    "open_spool",
     "plan_workers",
     "serve_with_workers",
     "write_atomic",

@@ -190,3 +190,25 @@ def test_stack_down_removes_the_broker_pid_file(tmp_path: Path) -> None:
         down = fieldlink(home, "stack", "down")
     assert (down.returncode, down.stdout.strip()) == (0, "stopped influxdb, mosquitto")
     assert not (home / "mosquitto" / "mosquitto.pid").exists()
+
+
+def test_a_spool_folder_in_use_or_unwritable_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ingest import Settings
+    from ingest._spool import Spool
+
+    monkeypatch.setenv("FIELDLINK_MQTT_TLS", "false")
+    monkeypatch.setenv("FIELDLINK_SPOOL_DIR", str(tmp_path / "spool"))
+    held = Spool(Settings(mqtt_tls=False, spool_dir=tmp_path / "spool").spool_path, 1024)  # another process's
+    try:
+        result = fieldlink(tmp_path / "home", "ingest", "--port", str(free_port()))
+    finally:
+        held.close()
+    assert result.returncode == 3, result.stderr
+    assert "is in use by another ingest process; give each its own" in result.stderr
+    assert "Traceback" not in result.stderr
+
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("FIELDLINK_SPOOL_DIR", str(tmp_path / "file"))
+    result = fieldlink(tmp_path / "home", "ingest", "--port", str(free_port()))
+    assert result.returncode == 3 and "cannot use the spool folder" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -29,7 +29,7 @@ from tools._devices import (
     rotate_device,
     show_device,
 )
-from tools._errors import FieldlinkError, ServiceFailed, UsageError
+from tools._errors import EnvironmentProblem, FieldlinkError, ServiceFailed, UsageError
 from tools._home import Home
 from tools._process import port_free, stop_pid, wait_port
 from tools._simulate import start_node
@@ -341,7 +341,7 @@ def ingest(host: str | None, port: int | None, workers: int, log_level: str) -> 
     """
     import uvicorn
 
-    from ingest import WorkerPool, create_app, load_settings, plan_workers, serve_with_workers
+    from ingest import SpoolError, WorkerPool, create_app, load_settings, open_spool, plan_workers, serve_with_workers
 
     home = _home()
     try:
@@ -357,7 +357,11 @@ def ingest(host: str | None, port: int | None, workers: int, log_level: str) -> 
         raise UsageError(f"port {port} on {host} is busy; choose another with --port or FIELDLINK_HTTP_PORT")
     plan = plan_workers(settings, workers)
     _prepare_workers(home, plan)
-    app = create_app(plan.settings(1))
+    try:  # before the server starts, so that a folder in use or unwritable is a clear error
+        spool = open_spool(plan.settings(1))
+    except SpoolError as exc:
+        raise EnvironmentProblem(str(exc)) from exc
+    app = create_app(plan.settings(1), spool)
     if plan.needs_pool:
         serve_with_workers(app, WorkerPool(plan, log_level))
     uvicorn.run(app, host=host, port=port, log_level=log_level)
