@@ -257,6 +257,20 @@ class Spool:
                     self._append_fd = None
                     self._drop_first()
 
+    def skip_segment(self) -> int:
+        """Give up the oldest segment (damaged or removed under us): the number of its records not
+        yet read, which are lost."""
+        with self._lock:
+            if not self._segments:
+                return 0
+            first = self._segments[0]
+            lost = first.records - self._read_records
+            if len(self._segments) == 1 and self._append_fd is not None:
+                os.close(self._append_fd)
+                self._append_fd = None
+            self._drop_first()
+            return lost
+
     def _drop_first(self) -> None:
         first = self._segments.pop(0)
         first.path.unlink(missing_ok=True)

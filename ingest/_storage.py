@@ -32,8 +32,9 @@ _DEVICE_TAG = b"device="
 
 def device_of(line: bytes) -> str:
     """The device tag of one line of our line protocol (`readings,device=<id>,sensor=... value=...`)."""
-    tag = line.split(b",", 2)[1]
-    return tag[len(_DEVICE_TAG) :].decode() if tag.startswith(_DEVICE_TAG) else ""
+    parts = line.split(b",", 2)
+    tag = parts[1] if len(parts) > 1 else b""
+    return tag[len(_DEVICE_TAG) :].decode("utf-8", "replace") if tag.startswith(_DEVICE_TAG) else ""
 
 
 class Storage:
@@ -131,7 +132,11 @@ class Storage:
             return
         delay = 0.2
         while True:
-            body = await asyncio.to_thread(spool.peek)
+            try:
+                body = await asyncio.to_thread(spool.peek)
+            except (SpoolError, OSError) as exc:
+                await self._skip_damaged(spool, exc)
+                continue
             if body is None:
                 self._spooled.clear()
                 if await asyncio.to_thread(spool.peek) is None:  # an append may have come in between
@@ -146,7 +151,16 @@ class Storage:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._retry_max_s)
                 continue
-            await asyncio.to_thread(spool.pop)
+            except Exception:  # a bug: keep the record and try again, never end the write-back
+                log.exception("writing a spool record back failed")
+                self._counters["spool_replay_errors"] += 1
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry_max_s)
+                continue
+            try:
+                await asyncio.to_thread(spool.pop)
+            except (SpoolError, OSError) as exc:
+                await self._skip_damaged(spool, exc)
             delay = 0.2
             counters = self._counters
             counters["spool_replayed_batches"] += 1
@@ -155,6 +169,12 @@ class Storage:
             counters["spool_refused_points"] += refused
             counters["spool_revoked_points"] += revoked
             self._end_outage()
+
+    async def _skip_damaged(self, spool: Spool, exc: BaseException) -> None:
+        """A segment changed or removed under the spool: what is left of it cannot be read."""
+        lost = await asyncio.to_thread(spool.skip_segment)
+        self._counters["spool_damaged_records"] += lost
+        log.error("spool: a segment cannot be read (%s); its %d records left are skipped", _why(exc), lost)
 
     def _active_lines(self, body: bytes) -> tuple[list[bytes], int]:
         """The record's lines without those of devices no longer active, and how many those were."""

@@ -369,3 +369,20 @@ def test_a_stop_while_nothing_can_store_acknowledges_nothing(registry: Registry,
 
     asyncio.run(main())
     assert rig.acks == [] and rig.writer.lines == []
+
+
+def test_a_segment_damaged_under_the_write_back_costs_only_its_own_records(registry: Registry, tmp_path: Path) -> None:
+    rig = SpoolRig(registry, tmp_path / "unused", write_batch_points=1)
+    spool = Spool(tmp_path / "spool", max_bytes=10_000, segment_bytes=200)
+    rig.storage.spool = spool
+    for seq in range(6):  # two segments of three records
+        spool.append(f"readings,device=node-a,sensor=t value={seq}.0 {seq}".encode())
+    first = sorted((tmp_path / "spool").glob("*.spool"))[0]
+    first.write_bytes(first.read_bytes()[:-1] + b"!")  # changed on disk, not by us
+
+    async def scenario(pipeline: Pipeline) -> None:
+        await until(lambda: spool.records == 0)
+
+    rig.run(scenario)
+    assert [line.split("value=")[1].split()[0] for line in rig.writer.lines] == ["0.0", "1.0", "3.0", "4.0", "5.0"]
+    assert rig.stats.counters["spool_damaged_records"] == 1
