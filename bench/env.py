@@ -176,9 +176,10 @@ class Bench:
             time.sleep(interval)
 
     # --- the consumer's persistent session --------------------------------------------------------
-    def reset_session(self) -> None:
-        """Throw away the service identity's session (and whatever it queued), then make it again with
-        the service's own subscriptions, offline: the broker queues everything published from now on."""
+    def reset_session(self, subscribe: bool = True) -> None:
+        """Throw away the service identity's session (and whatever it queued), then (with `subscribe`)
+        make it again with a single service's subscriptions, offline: the broker queues everything
+        published from now on."""
         pki = self.home.pki_files
 
         async def reset() -> None:
@@ -186,6 +187,8 @@ class Bench:
             conn = await connect("127.0.0.1", self.mqtt_port, context, INGEST_IDENTITY, clean=True)
             conn.disconnect()
             await conn.closed
+            if not subscribe:
+                return
             conn = await connect("127.0.0.1", self.mqtt_port, context, INGEST_IDENTITY, clean=False)
             await conn.subscribe([(DATA_SUBSCRIPTION, 1), (STATUS_SUBSCRIPTION, 1)])
             await asyncio.sleep(0.2)  # the retained statuses arrive (and are acknowledged) first

@@ -232,25 +232,51 @@ def _counters(port: int) -> dict[str, int] | None:
 
 
 def prepare_service_session(run: Run, workers: int, settings: dict[str, str]) -> None:
-    """Make the service's persistent session(s) with its own subscriptions, then leave them offline."""
+    """Make the service's persistent session(s) with the subscriptions the service itself makes, then
+    leave them offline: the service identity's session is thrown away first (a persistent session keeps
+    every subscription it ever made: one of an earlier run with another number of workers would get
+    the messages a second time), then `fieldlink ingest` runs until each of its workers is connected
+    (and the identities of a larger earlier run are retired), and stops."""
     b = run.bench
-    if workers == 1 and not settings.get("mqtt_shared_group"):
-        b.reset_session()
-        return
+    b.reset_session(subscribe=False)
     port = free_port()
+    log = b.home.logs / "mosquitto.log"
+    offset = log.stat().st_size if log.exists() else 0
     service = b.start_service(port, workers, settings)
     b.wait_connected(port)
-    time.sleep(1.0)  # every worker subscribed
+    deadline = time.monotonic() + 60
+    while True:
+        health = Bench.health(port)
+        rows = health.get("workers") or []
+        busy = [r for r in rows if r["state"] not in ("running", "retired")]
+        connected = log.read_bytes()[offset:].decode(errors="replace") if log.exists() else ""
+        waiting = [r for r in rows if r["state"] == "running" and f" as {r['identity']} (" not in connected]
+        if not busy and not waiting:
+            break
+        if time.monotonic() > deadline:
+            b.stop(service)
+            raise BenchError(f"the service's workers did not all connect: {rows}")
+        time.sleep(0.1)
+    time.sleep(0.5)  # their subscriptions made
     b.stop(service)
 
 
 def measure_fieldlink(
-    run: Run, shape: int, per_device: int, workers: int = 1, settings: dict[str, str] | None = None
+    run: Run,
+    shape: int,
+    per_device: int,
+    workers: int = 1,
+    settings: dict[str, str] | None = None,
+    progress: str = "healthz",
 ) -> dict[str, Any]:
     """`fieldlink ingest` (every check on, acknowledging after storage) draining a queue filled for its
-    session: messages per second from the first stored message to the last, and the CPU split."""
+    session: messages per second from the first stored message to the last, and the CPU split.
+    Progress is read from /healthz's counters (`progress="healthz"`, one worker's own) or from InfluxDB's
+    count (`"influx"`, polled every 0.2 s, for any number of workers)."""
     b = run.bench
     settings = settings or {}
+    if workers > 1:
+        progress = "influx"  # /healthz counts worker 1's messages only
     prepare_service_session(run, workers, settings)
     window, filled = fill(run, shape, per_device)
     expect_messages, expect_points = filled["messages"], filled["points"]
@@ -261,17 +287,13 @@ def measure_fieldlink(
     first: tuple[float, int] | None = None
     last_change = time.monotonic()
     stored = -1
-    use_influx = False
+    use_influx = progress == "influx"
     done_at = 0.0
     while True:
-        counters = None if use_influx else _counters(port)
-        if counters is not None and "stored_messages" in counters:
-            now_stored = counters["stored_messages"]
-        elif first is not None or time.monotonic() - started > 20:
-            use_influx = True  # no counters of its own (several workers): InfluxDB's count, in messages
+        if use_influx:
             now_stored = b.count(window.start_ms, window.end_ms) // shape
         else:
-            now_stored = 0
+            now_stored = (_counters(port) or {}).get("stored_messages", 0)
         now = time.monotonic()
         if now_stored > 0 and first is None:
             first = (now, now_stored)
@@ -287,7 +309,7 @@ def measure_fieldlink(
             raise BenchError(f"fieldlink stalled at {stored} of {expect_messages} messages; see {service.log}")
         if service.popen.poll() is not None:
             raise BenchError(f"the ingest service exited; see {service.log}")
-        time.sleep(0.5 if use_influx else 0.1)
+        time.sleep(0.2 if use_influx else 0.1)
     health = _counters(port) or {}
     b.stop(service)
     assert first is not None
@@ -296,6 +318,7 @@ def measure_fieldlink(
     return {
         "shape": shape,
         "workers": workers,
+        "progress": progress,
         "messages": expect_messages,
         "msgs_per_s": rate,
         "points_per_s": rate * shape,
@@ -541,7 +564,7 @@ def phase_workers(run: Run) -> dict[str, Any]:
     for r in range(s.repeat):
         for workers in (1, 2):
             run.log(f"workers: round {r + 1}/{s.repeat}: {workers}")
-            result = measure_fieldlink(run, 1, s.workers_fill, workers=workers)
+            result = measure_fieldlink(run, 1, s.workers_fill, workers=workers, progress="influx")
             measured[f"workers_{workers}"].append(result)
             run.log(f"  {workers} worker(s): {result['msgs_per_s']:,.0f} msgs/s")
     return {name: _summarise(runs) for name, runs in measured.items()}
@@ -670,9 +693,9 @@ def phase_clients(run: Run) -> dict[str, Any]:
 PHASES: dict[str, Callable[[Run], dict[str, Any]]] = {
     "rates": phase_rates,
     "latency": phase_latency,
-    "workers": phase_workers,
     "storm": phase_storm,
     "spool": phase_spool,
+    "workers": phase_workers,
     "clients": phase_clients,
 }
 
