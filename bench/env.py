@@ -312,6 +312,31 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
+def has_connection(pid: int, port: int) -> bool:
+    """True if process `pid` holds a TCP connection to `port` on this machine (any state)."""
+    inodes = set()
+    try:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        return False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[9] in inodes:
+                return True
+    return False
+
+
 # --- CPU time ---------------------------------------------------------------------------------------
 def _stat(pid: int) -> tuple[int, int, int] | None:
     """(parent pid, own CPU ticks, ticks of waited-for children) of a live process."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from bench.env import Bench, BenchError, Process, Window, cpu_snapshot
+from bench.env import Bench, BenchError, Process, Window, cpu_snapshot, has_connection
 from bench.influx import Target as InfluxTarget
 from bench.influx import batches, ceiling
 from bench.payloads import PROBE, span_ms, ticks
@@ -261,6 +261,23 @@ def prepare_service_session(run: Run, workers: int, settings: dict[str, str]) ->
     b.stop(service)
 
 
+def _wait_workers_connecting(b: Bench, port: int, workers: int, timeout: float = 60) -> None:
+    """Until each of the service's `workers` processes has a TCP connection to the broker open."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            rows = Bench.health(port).get("workers") or []
+        except (httpx.HTTPError, ValueError):
+            rows = []
+        pids = [r["pid"] for r in rows if r["state"] == "running" and r["pid"]]
+        if workers == 1 and not rows:
+            pids = [p.popen.pid for p in b.started_processes[-1:]]
+        if len(pids) >= workers and all(has_connection(pid, b.mqtt_port) for pid in pids):
+            return
+        time.sleep(0.1)
+    raise BenchError(f"the service's {workers} worker(s) did not connect within {timeout} s")
+
+
 def measure_fieldlink(
     run: Run,
     shape: int,
@@ -268,11 +285,14 @@ def measure_fieldlink(
     workers: int = 1,
     settings: dict[str, str] | None = None,
     progress: str = "healthz",
+    hold_broker: bool = False,
 ) -> dict[str, Any]:
     """`fieldlink ingest` (every check on, acknowledging after storage) draining a queue filled for its
     session: messages per second from the first stored message to the last, and the CPU split.
     Progress is read from /healthz's counters (`progress="healthz"`, one worker's own) or from InfluxDB's
-    count (`"influx"`, polled every 0.2 s, for any number of workers)."""
+    count (`"influx"`, polled every 0.2 s, for any number of workers). With `hold_broker`, the broker is
+    stopped (SIGSTOP) until every worker process has its connection open, so that all start draining
+    at once (a child worker starts a second or so after the first)."""
     b = run.bench
     settings = settings or {}
     if workers > 1:
@@ -282,7 +302,16 @@ def measure_fieldlink(
     expect_messages, expect_points = filled["messages"], filled["points"]
     port = free_port()
     started = time.monotonic()
-    service = b.start_service(port, workers, settings)
+    broker = b.pids()["mosquitto"]
+    if hold_broker:
+        os.kill(broker, signal.SIGSTOP)
+    try:
+        service = b.start_service(port, workers, settings)
+        if hold_broker:
+            _wait_workers_connecting(b, port, workers)
+    finally:
+        if hold_broker:
+            os.kill(broker, signal.SIGCONT)
     cpu = CpuWindow(_roles(b, service=[service.popen.pid]))
     first: tuple[float, int] | None = None
     last_change = time.monotonic()
@@ -564,7 +593,7 @@ def phase_workers(run: Run) -> dict[str, Any]:
     for r in range(s.repeat):
         for workers in (1, 2):
             run.log(f"workers: round {r + 1}/{s.repeat}: {workers}")
-            result = measure_fieldlink(run, 1, s.workers_fill, workers=workers, progress="influx")
+            result = measure_fieldlink(run, 1, s.workers_fill, workers=workers, progress="influx", hold_broker=True)
             measured[f"workers_{workers}"].append(result)
             run.log(f"  {workers} worker(s): {result['msgs_per_s']:,.0f} msgs/s")
     return {name: _summarise(runs) for name, runs in measured.items()}
