@@ -27,7 +27,7 @@ import ssl
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -190,7 +190,7 @@ class _Worker:
     restarts: int = 0
     down: str | None = "not started yet"  # why it is not running; None while it runs
     retired: bool = False
-    started_at: float = field(default=0.0)
+    started_at: float = 0.0
 
 
 class WorkerPool:
@@ -229,9 +229,8 @@ class WorkerPool:
         await self.stop()
 
     async def start(self) -> None:
-        if self.plan.count > 1 or self.plan.retired:
-            # Worker 1 is this process: its consumer has not connected yet.
-            await drop_subscriptions(self.plan.settings(1), stale_filters(self.plan.group))
+        # Worker 1 is this process, whose consumer has not connected yet; the others do it themselves.
+        await drop_subscriptions(self.plan.settings(1), stale_filters(self.plan.group))
         self._tasks = [asyncio.create_task(self._keep(w), name=f"ingest-worker-{w.number}") for w in self.workers]
 
     async def _keep(self, worker: _Worker) -> None:
