@@ -1,5 +1,5 @@
 """`make bench` (`python -m bench`): the ingest pipeline measured against its references on the real
-stack, in one run and side by side. See bench/README.md, or `python -m bench --help`."""
+stack, in one run and side by side. How and what it measures: docs/performance.md, "The ingest pipeline"."""
 
 from __future__ import annotations
 

@@ -166,6 +166,21 @@ def render(results: dict[str, Any], source: Path | str | None = None) -> str:
             values = _get(rates, name, "values") or []
             if len(values) > 1:
                 spread.append(f"{name} {', '.join(_num(v) for v in values)}")
+        others = [
+            run["cpu"]["cores"].get("others", 0.0)
+            for entry in rates.values()
+            if isinstance(entry, dict)
+            for run in entry.get("runs", [])
+            if isinstance(run.get("cpu"), dict) and "cores" in run["cpu"]
+        ]
+        if others:
+            others.sort()
+            w("")
+            w(
+                f"Other work on the machine while these were measured (cores busy beyond the bench's own "
+                f"processes, over {len(others)} measurements): median {others[len(others) // 2]:.2f}, "
+                f"max {others[-1]:.2f}."
+            )
         if spread:
             w("")
             w("Every round (msg/s): " + "; ".join(spread) + ".")
@@ -214,14 +229,17 @@ def render(results: dict[str, Any], source: Path | str | None = None) -> str:
         if "skipped" in workers or "error" in workers:
             w(f"Not measured: {workers.get('skipped') or workers.get('error')}.")
         else:
-            w("| workers | msg/s (median) | every round | CPU: broker / database / service |")
+            w("| workers | msg/s (median) | every round (others' load, cores) | CPU: broker / database / service |")
             w("| --- | --- | --- | --- |")
             for n in (1, 2):
                 entry = workers.get(f"workers_{n}", {})
                 chosen = _median_run(results, f"workers_{n}") or {}
                 cores = _get(chosen, "cpu", "cores") or {}
                 split = " / ".join(_num(cores.get(r), 2) for r in ("broker", "database", "service"))
-                values = ", ".join(_num(v) for v in entry.get("values", []))
+                values = ", ".join(
+                    f"{_num(r.get('msgs_per_s'))} ({_num(_get(r, 'cpu', 'cores', 'others'), 2)})"
+                    for r in entry.get("runs", [])
+                )
                 w(f"| {n} | {_num(entry.get('median'))} | {values} | {split} |")
     storm = phases.get("storm", {})
     if storm and "error" not in storm:
