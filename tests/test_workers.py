@@ -244,14 +244,14 @@ def _worker_pids(url: str) -> list[int | None]:
 
 
 def _until_both_take_a_share(stack: StackInfo, database: str, url: str, devices: Devices) -> None:
-    """Send pairs of messages until worker 2 stores some: then both are in the group (a worker process
-    that runs may not have subscribed yet)."""
+    """Send pairs of messages until each worker has stored some: then both are in the group (a worker
+    that is connected may not have subscribed yet)."""
 
     def shared() -> bool:
         devices.send(2)
         wait_until(lambda: len(_stored(stack, database)) == len(devices.sent))
-        stored = _health(url)["counters"]["stored_messages"]  # type: ignore[index]
-        return bool(stored < len(devices.sent))
+        stored = _health(url)["counters"].get("stored_messages", 0)  # type: ignore[attr-defined]
+        return bool(0 < stored < len(devices.sent))
 
     wait_until(shared, timeout=20, interval=0.2)
 
