@@ -22,7 +22,13 @@ def pid_alive(pid: int) -> bool:
         done, _ = os.waitpid(pid, os.WNOHANG)
         if done == pid:
             return False
-    return True
+    # A zombie that is not ours (a killed broker whose parent, PID 1 in a container, does not reap) is
+    # dead all the same: its state in /proc/PID/stat is Z.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] != "Z"
 
 
 def process_start_time(pid: int) -> int | None:
