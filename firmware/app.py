@@ -1,8 +1,8 @@
-# The node application: sample sensors, filter, batch, keep batches in the outbox until the broker
-# has them. One loop and no asyncio: each turn samples the sensors that are due, runs the timed
-# filters and the batch age limit, takes a step of the Publisher, then waits on the socket until the
-# next thing is due. Nothing in it blocks, so a slow or absent network never
-# costs a sample; and it needs no tasks or coroutines in RAM. Everything that touches hardware or
+# The node application: sample sensors, filter, batch, keep batches in the spool (on flash) until the
+# ingest service says it stored them. One loop and no asyncio: each turn samples the sensors that are
+# due, runs the timed filters and the batch age limit, takes a step of the Publisher, then waits on the
+# socket until the next thing is due. Nothing in it blocks, so a slow or absent network never costs a
+# sample; and it needs no tasks or coroutines in RAM. Everything that touches hardware or
 # time comes from the board, so this runs unchanged on the unix port. Config checking and building
 # the sensors live in firmware/config.py and firmware/sensors.py, which run before this module is
 # imported and are unloaded then.
@@ -16,51 +16,71 @@ from micropython import const
 from firmware.batcher import Batcher
 from firmware.errors import ConfigError
 from firmware.mqtt import DOWN, UP, MQTTClient
-from firmware.outbox import Outbox
 from shared import protocol
 
 _HOUSEKEEPING_MS = const(100)
 
 # The publish state machine: keep a connection to the broker (reconnecting with exponential backoff),
-# announce the retained "online" status once per connection, then send the outbox's oldest batch at
-# QoS 1 and remove it only when the broker's PUBACK for it came. A batch in flight when the connection
-# is lost stays in the outbox and goes again after the reconnect. One step per turn of the node's
-# loop; nothing waits. The client (whose clock, real time, it goes by), the outbox and the board are
-# its arguments, so it is tested without sensors or sockets (tests/dual/test_publisher.py). It lives
-# in this module rather than one of its own: every module a node holds costs RAM.
+# subscribe to the device's ack topic and announce the retained "online" status once per connection,
+# then send what the spool gives (firmware/spool.py: overdue batches again, then new ones while its
+# window has room) at QoS 1, telling the spool of each PUBACK; the service's acks that arrive on the
+# subscription end a batch's stay. A new connection sends the spool's window again (the broker may have
+# lost it). One step per turn of the node's loop; nothing waits. The client (whose clock, real time,
+# it goes by), the spool and the board are its arguments, so it is tested without sensors or sockets
+# (tests/dual/test_publisher.py). It lives in this module rather than one of its own: every module a
+# node holds costs RAM.
 _FIRST_BACKOFF_MS = const(500)
 _MAX_BACKOFF_MS = const(30000)
+_REFUSED = const(0x80)  # a SUBACK's failure code
 _ONLINE = "online"  # marks the status publish in flight, as opposed to a batch
+_SUBSCRIBE = "subscribe"  # marks the subscription in flight
 
 
 class Publisher:
-    def __init__(self, client, outbox, board, wifi, data_topic, status_topic, status):
+    def __init__(self, client, spool, board, wifi, data_topic, status_topic, ack_topic, status):
         # board: connect_network(wifi), True once the network is up; status(online): the status
         # payload.
         self.client = client
-        self.outbox = outbox
+        self.spool = spool
         self.board = board
         self.wifi = wifi
         self.data_topic = data_topic
         self.status_topic = status_topic
+        self.ack_topic = ack_topic
+        self._ack_topic = ack_topic.encode()
         self.status = status
         self.reconnects = 0
-        self.sending = None  # what the publish in flight carries: _ONLINE, a batch of the outbox, or None
+        self.bad_acks = 0  # ack payloads that are not version-1 acks
+        self.sending = None  # what the packet in flight carries: _SUBSCRIBE, _ONLINE, a batch, or None
+        self._subscribed = False  # the ack subscription went out on this connection
         self._announced = False  # the retained "online" status went out on this connection
         self._retry_at = 0
         self.backoff_ms = _FIRST_BACKOFF_MS  # the wait before the next reconnect if this one fails
+        client.on_message = self.on_message
+
+    def on_message(self, topic, payload):
+        """A message on the subscription: the service's ack. Never raises."""
+        if topic != self._ack_topic:
+            return
+        acks = protocol.decode_ack(payload)
+        if acks is None:
+            self.bad_acks += 1
+            return
+        self.spool.acked(acks[0], acks[1])
 
     def step(self):
-        """One step of the connection: (re)connect when the backoff allows, announce, publish the
-        outbox's head, pop it once acknowledged. Never raises: a failure schedules a reconnect."""
+        """One step of the connection: (re)connect when the backoff allows, subscribe, announce,
+        publish what the spool gives. Never raises: a failure schedules a reconnect."""
         client = self.client
         clock = client.clock
+        spool = self.spool
         try:
             if client.state == DOWN:
                 if clock.ticks_diff(clock.ticks_ms(), self._retry_at) < 0:
                     return
                 if not self.board.connect_network(self.wifi):
                     raise OSError("no network")
+                self._subscribed = False
                 self._announced = False
                 self.sending = None
                 client.connect(True)
@@ -68,24 +88,36 @@ class Publisher:
             if client.state != UP or client.inflight:
                 return
             sent = self.sending
+            now = clock.ticks_ms()
             if sent is not None:  # acknowledged by the broker
                 self.sending = None
                 if sent is _ONLINE:
                     self.backoff_ms = _FIRST_BACKOFF_MS
+                    spool.rewind()  # what the last connection sent may be lost with the broker
                     print("connected to", client.host, client.port)
-                elif self.outbox.peek() is sent:
-                    # Pop only the batch the broker has: if the ring dropped it meanwhile, the head is
-                    # another batch that still waits its turn.
-                    self.outbox.pop()
-            if not self._announced:
+                elif sent is _SUBSCRIBE:
+                    # Refused (a broker whose ACL predates acks): the broker's PUBACK has to do.
+                    spool.acks = client.granted != _REFUSED
+                    if not spool.acks:
+                        print("mqtt: the broker refused the subscription to", self.ack_topic)
+                else:
+                    spool.sent(sent, now)
+            if not self._subscribed:
+                self._subscribed = True
+                self.sending = _SUBSCRIBE
+                client.subscribe(self.ack_topic)
+            elif not self._announced:
                 self._announced = True
                 self.sending = _ONLINE
                 client.publish(self.status_topic, self.status(True), 1, True)
-            elif len(self.outbox):
-                self.sending = self.outbox.peek()
-                client.publish(self.data_topic, self.sending, 1)
+            else:
+                spool.check(now)
+                payload = spool.next()
+                if payload is not None:
+                    self.sending = payload
+                    client.publish(self.data_topic, payload, 1)
         except Exception as exc:  # MQTTError, a Wi-Fi or config problem: retry, never stop
-            # A batch in flight stays in the outbox and goes again after the reconnect.
+            # A batch in flight stays in the spool and goes again after the reconnect.
             client.close()
             self.sending = None
             self.reconnects += 1
@@ -133,16 +165,20 @@ class Node:
         batch = config["batch"]
         try:
             self.batcher = Batcher(self.sensor_names, batch["max_readings"], batch["max_age_ms"])
-            self.outbox = Outbox(config["outbox"]["capacity"], config["outbox"]["max_bytes"])
         except ValueError as exc:
             raise ConfigError(str(exc))
+        # The spool, booted at start-up (firmware/config.py): batches a previous boot left are sent
+        # first, and this boot's sequences lie above all of theirs.
+        self.spool = config["spool"]
+        self.batcher.seq = self.spool.seq
         self.publisher = Publisher(
             client,
-            self.outbox,
+            self.spool,
             board,
             config.get("wifi"),
             protocol.data_topic(device_id),
             status_topic,
+            protocol.ack_topic(device_id),
             self.status,
         )
         self.read_errors = 0
@@ -153,13 +189,18 @@ class Node:
         driver_errors = 0
         for group in self.groups:
             driver_errors += group.driver.errors
+        spool = self.spool
+        publisher = self.publisher
         return {
-            "dropped": self.outbox.dropped,
+            "dropped": spool.dropped,
             "read_errors": self.read_errors,
             "driver_errors": driver_errors,
-            "reconnects": self.publisher.reconnects,
-            "queued": len(self.outbox),
-            "queued_bytes": self.outbox.bytes,
+            "reconnects": publisher.reconnects,
+            "queued": spool.queued,
+            "queued_bytes": spool.bytes,
+            "refused": spool.refused,
+            "resent": spool.resent,
+            "bad_acks": publisher.bad_acks + publisher.client.skipped,
         }
 
     def status(self, online):
@@ -168,8 +209,10 @@ class Node:
     # --- sampling ------------------------------------------------------------------------------------
     def _enqueue(self, payload):
         if payload is not None:
+            # Durable first: a power cut after this loses nothing of the batch; the trace (the unix
+            # port's record of what was produced) follows.
+            self.spool.append(payload, self.batcher.seq - 1)
             self.board.trace(payload)
-            self.outbox.push(payload)
 
     def _add(self, sensor_index, value):
         board = self.board
@@ -253,8 +296,9 @@ class Node:
                     "alloc": gc.mem_alloc(),
                     "free": gc.mem_free(),
                     "device_s": (self.board.now_ms() - self._started_ms) // 1000,
-                    "queued": len(self.outbox),
-                    "dropped": self.outbox.dropped,
+                    "queued": self.spool.queued,
+                    "dropped": self.spool.dropped,
+                    "writes": self.spool.writes,
                 }
             ),
         )
@@ -297,7 +341,7 @@ class Node:
                     drain_deadline = time.ticks_add(time.ticks_ms(), self.drain_timeout_ms)
             publisher.step()
             if not sampling and (
-                not len(self.outbox)
+                not self.spool.queued
                 and publisher.sending is None
                 or time.ticks_diff(time.ticks_ms(), drain_deadline) > 0
             ):

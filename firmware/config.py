@@ -6,6 +6,7 @@ import hashlib
 import json
 import ssl
 import sys
+import time
 
 from firmware.errors import ConfigError
 from shared import protocol
@@ -13,7 +14,7 @@ from shared import protocol
 _DEFAULTS = {
     "sample_interval_ms": 1000,
     "batch": {"max_readings": 60, "max_age_ms": 5000},
-    "outbox": {"capacity": 64, "max_bytes": 24576},
+    "spool": {"max_bytes": 1048576, "segment_bytes": 4096, "window": 8, "ack_timeout_ms": 20000},
     "drain_timeout_ms": 15000,
 }
 
@@ -50,15 +51,15 @@ def load_config(text):
     for key in ("max_readings", "max_age_ms"):
         if not isinstance(config["batch"][key], int) or config["batch"][key] < 1:
             raise ConfigError("batch." + key + " must be a positive integer")
-    for key in ("capacity", "max_bytes"):
-        if not isinstance(config["outbox"][key], int) or config["outbox"][key] < 1:
-            raise ConfigError("outbox." + key + " must be a positive integer")
+    for key in ("max_bytes", "segment_bytes", "window", "ack_timeout_ms"):
+        if not isinstance(config["spool"][key], int) or config["spool"][key] < 1:
+            raise ConfigError("spool." + key + " must be a positive integer")
     return config
 
 
 _USAGE = (
     "usage: main.py BUNDLE_DIR [--replay FILE.csv] [--trace FILE] [--duration SECONDS] "
-    "[--time-scale N] [--stats-every SECONDS]"
+    "[--time-scale N] [--stats-every SECONDS] [--fault cut|freeze|power@SECONDS[+SECONDS]]..."
 )
 _NUMBERS = {"--duration": float, "--time-scale": int, "--stats-every": float}
 CONFIG = "config.json"
@@ -66,11 +67,19 @@ LAST_GOOD = "config.last-good.json"
 
 
 def parse_args(argv):
-    options = {"bundle": None}
+    options = {"bundle": None, "fault": []}
     i = 0
     while i < len(argv):
         arg = argv[i]
-        if arg in ("--replay", "--trace") or arg in _NUMBERS:
+        if arg == "--fault" and i + 1 < len(argv):  # the simulated board's (firmware/sim/faults.py)
+            from firmware.sim.faults import parse
+
+            try:
+                options["fault"].append(parse(argv[i + 1]))
+            except ValueError as exc:
+                raise ConfigError(str(exc))
+            i += 2
+        elif arg in ("--replay", "--trace") or arg in _NUMBERS:
             if i + 1 >= len(argv):
                 raise ConfigError(arg + " needs a value; " + _USAGE)
             value = argv[i + 1]
@@ -105,6 +114,7 @@ def _make_board(options):
         trace_path=options.get("trace"),
         duration_s=options.get("duration"),
         time_scale=options.get("time-scale", 1),
+        faults=options["fault"],
     )
     return board, SimWiring(board, options.get("replay"))
 
@@ -173,10 +183,66 @@ def _load(wiring, base):
     return prepared + (None,)
 
 
+def boot_spool(spool):
+    """Find what earlier boots left in the spool's folder (its valid records are all queued again) and
+    take an epoch above every sequence seen; returns this boot's first sequence. Start-up work, kept
+    out of firmware/spool.py, which stays in RAM."""
+    fs = spool.fs
+    try:
+        fs.mkdir(spool.folder)
+    except OSError:
+        pass  # it exists
+    ids = sorted(int(n[:-2]) for n in fs.listdir(spool.folder) if n[-2:] == ".r" and n[:-2].isdigit())
+    top = -1
+    if ids:
+        spool._first = spool._seg = ids[0]
+        spool._last = ids[-1]
+        spool._size = fs.stat(spool._path(spool._last))[6]
+        for segment in ids:
+            count, seq = spool._records(segment, 0, False)
+            spool.queued += count
+            top = max(top, seq)
+            spool.bytes += spool._stat(segment)
+    try:
+        with open(spool.folder + "/epoch") as f:
+            epoch = int(f.read())
+    except (OSError, ValueError):
+        epoch = 0
+    spool._persist(max(epoch, top >> 20) + 1)
+    spool.seq = spool.epoch << 20
+    return spool.seq
+
+
+def _spool(base, board, limits):
+    """The node's spool in the bundle's folder, booted: batches an earlier boot left go first."""
+    from firmware.spool import Spool
+
+    try:
+        spool = Spool(
+            base + "/spool",
+            limits["max_bytes"],
+            limits["segment_bytes"],
+            limits["window"],
+            limits["ack_timeout_ms"],
+            time,  # the MQTT client's clock: real time
+            board.write,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc))
+    boot_spool(spool)
+    return spool
+
+
 def start(argv):
     """(options, board, config, TLS context, sensor names, groups, config error): everything a node
     needs from the command line and its config; raises ConfigError or OSError if it cannot start."""
     options = parse_args(argv)
     board, wiring = _make_board(options)
     base = options["bundle"].rstrip("/")
-    return (options, board) + _load(wiring, base)
+    loaded = _load(wiring, base)
+    loaded[0]["spool"] = _spool(base, board, loaded[0]["spool"])
+    if options["fault"]:  # the simulated board's sockets go through its faults
+        from firmware.sim.faults import Context
+
+        loaded = (loaded[0], Context(loaded[1], board)) + loaded[2:]
+    return (options, board) + loaded

@@ -67,12 +67,12 @@ def test_options_override_a_sensing_file(stack: StackInfo, uid: str, workdir: Pa
     sensing.write_text(json.dumps({"batch": {"max_readings": 10}, "sensors": [SIM]}))
     result = fieldlink(
         stack.home, "device", "add", device, "--sensing", str(sensing), "--batch-max-readings", "7",
-        "--outbox-capacity", "9",
+        "--spool-window", "9",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     config = json.loads((stack.home / "devices" / device / "config.json").read_text())
     assert config["batch"] == {"max_readings": 7, "max_age_ms": 5000}
-    assert config["outbox"]["capacity"] == 9
+    assert config["spool"]["window"] == 9
     # Every key the node reads is written out, so a bundle never depends on the node's defaults.
     assert set(config) >= set(DeviceConfig.model_fields) - {"wifi", "heap_bytes"}
 
@@ -144,10 +144,10 @@ def test_config_check_survives_any_input(tmp_path: Path, text: str) -> None:
 def test_a_config_the_heap_cannot_hold_is_refused_naming_what_to_shrink() -> None:
     big = {"median": {"window_size": 256, "send_every": 1}}
     with pytest.raises(UsageError) as refused:
-        check_sensing({"heap_bytes": 65_536, "outbox": {"max_bytes": 8_192}, "sensors": [{**SIM, "filters": [big]}]})
+        check_sensing({"heap_bytes": 65_536, "spool": {"window": 64}, "sensors": [{**SIM, "filters": [big]}]})
     message = str(refused.value)
     assert (
-        "of its heap_bytes 64 KB (shrink the largest: sensor 't' (512 window slots) 13.0 KB, outbox.max_bytes"
+        "of its heap_bytes 64 KB (shrink the largest: sensor 't' (512 window slots) 13.0 KB, batch.max_readings"
         in message
     )
     # What make bench-firmware runs in 64 KB passes.

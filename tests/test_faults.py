@@ -1,13 +1,19 @@
-"""Outages delay data; they don't lose it: the radio link, the database, the ingest service."""
+"""Outages delay data; they don't lose it: the radio link, the database, the ingest service, the broker
+(killed while it holds what the service has not stored), the node's own power (killed mid-write with a
+full spool). The node's faults come from its simulated board (firmware/sim/faults.py: --fault)."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import struct
+import subprocess
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -27,7 +33,8 @@ from tests.support import (
     wait_until,
 )
 from tools._home import Home
-from tools._process import stop_pid
+from tools._process import free_port, stop_pid
+from tools._simulate import node_command, node_env
 
 
 def _point_bundle_at(bundle: Path, port: int, broker: dict[str, object] | None = None, **changes: object) -> None:
@@ -100,26 +107,155 @@ def test_silent_link_is_detected_and_loses_nothing(
     assert "no PUBACK for packet" in log.read_text()
 
 
-def test_outage_longer_than_the_outbox_drops_oldest_and_counts(
-    stack: StackInfo, ingest: IngestInfo, link: LinkCutter, uid: str, workdir: Path
+def _batches(trace: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in trace.read_bytes().splitlines()]
+
+
+def _readings(batches: list[dict[str, Any]]) -> list[tuple[int, str, float]]:
+    return sorted((b["t0"] + off, b["s"][i], v) for b in batches for off, i, v in b["r"] if v is not None)
+
+
+def _assert_only_the_oldest_dropped(stack: StackInfo, device: str, batches: list[dict[str, Any]], dropped: int) -> None:
+    """What a full spool may lose: its oldest batches, each counted; everything after them is stored."""
+    kept = batches[dropped:]
+    expected = _readings(kept)
+    try:
+        stored = stack.wait_points(device, len(expected), timeout=30)
+    except AssertionError:
+        stored = stack.points(device)
+        have = set(stored)
+        missing = [b["seq"] for b in kept if not set(_readings([b])) <= have]
+        raise AssertionError(f"{len(stored)} of {len(expected)} stored; batches missing: {missing}") from None
+    assert stored == expected
+    assert not set(stored) & set(_readings(batches[:dropped]))
+
+
+def test_outage_longer_than_the_spool_drops_oldest_and_counts(
+    stack: StackInfo, ingest: IngestInfo, uid: str, workdir: Path
 ) -> None:
     device = f"overflow-{uid}"
-    bundle = stack.add_device(device, sample_interval_ms=50, batch_max_readings=2, batch_max_age_ms=10000)
-    _point_bundle_at(bundle, link.port, outbox={"capacity": 3})
+    bundle = stack.add_device(
+        device, sample_interval_ms=50, batch_max_readings=2, batch_max_age_ms=10000, spool_max_bytes=4096,
+        spool_segment_bytes=512,
+    )  # fmt: skip
     trace, log = workdir / "trace.jsonl", workdir / "node.log"
-    link.cut()  # no network from the start
-
-    node = start_node(bundle, log, trace=trace, duration_s=1.0)
-    time.sleep(2.0)  # sampling is over: about 20 batches produced, 3 kept
-    link.restore()
+    # No network from the start (the simulated board's cut): about 10 KB of batches for a 4 KB spool.
+    node = start_node(bundle, log, trace=trace, duration_s=2.0, faults=["cut@0+2.5"])
     assert node.wait(timeout=60) == 0, log.read_text()
 
-    batches = [json.loads(line) for line in trace.read_bytes().splitlines()]
+    batches = _batches(trace)
     counters = _final_counters(log)
-    assert counters["dropped"] == len(batches) - 3
-    kept = [b for b in batches if b["seq"] >= len(batches) - 3]  # the newest three survive
-    expected = sorted((b["t0"] + off, b["s"][i], v) for b in kept for off, i, v in b["r"])
-    assert stack.wait_points(device, len(expected)) == expected
+    assert counters["dropped"] > 0
+    assert counters["queued"] == 0
+    assert sum(len(json.dumps(b, separators=(",", ":"))) + 14 for b in batches[counters["dropped"] :]) <= 4096
+    _assert_only_the_oldest_dropped(stack, device, batches, counters["dropped"])
+
+
+def _spool_records(spool: Path) -> tuple[list[int], int]:
+    """The sequences of the valid records in a node's spool folder (firmware/spool.py's format), and
+    how many segments end in a torn record."""
+    seqs, torn = [], 0
+    for path in sorted(spool.glob("*.r"), key=lambda p: int(p.stem)):
+        data, at = path.read_bytes(), 0
+        while at + 14 <= len(data):
+            crc, length, seq = struct.unpack_from("<IHQ", data, at)
+            payload = data[at + 14 : at + 14 + length]
+            if len(payload) != length or zlib.crc32(payload, zlib.crc32(data[at + 4 : at + 14])) != crc:
+                break
+            seqs.append(seq)
+            at += 14 + length
+        torn += at != len(data)
+    return seqs, torn
+
+
+def test_power_cut_with_a_full_spool_loses_nothing_that_fit_and_never_reuses_a_sequence(
+    stack: StackInfo, ingest: IngestInfo, uid: str, workdir: Path
+) -> None:
+    device = f"power-{uid}"
+    bundle = stack.add_device(
+        device, sample_interval_ms=50, batch_max_readings=2, batch_max_age_ms=10000, spool_max_bytes=4096,
+        spool_segment_bytes=512,
+    )  # fmt: skip
+    trace, log = workdir / "trace.jsonl", workdir / "node.log"
+    # No network, and the power goes in the middle of a spool write once the spool is full.
+    first = subprocess.run(
+        node_command(bundle, trace=trace, duration_s=10.0, faults=["cut@0", "power@2.5"]),
+        env=node_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert first.returncode == -signal.SIGKILL, first.stdout + first.stderr
+    before = _batches(trace)
+    kept, torn = _spool_records(bundle / "spool")
+    assert torn == 1  # the write the power cut short
+    assert sum(len(json.dumps(b, separators=(",", ":"))) + 14 for b in before) > 4096  # the spool was full
+    assert kept == [b["seq"] for b in before[len(before) - len(kept) :]]  # the newest batches, in order
+
+    # Powered on again: the same bundle and spool, the network back; sampling slower now, so that the
+    # spool empties before new batches could push anything out of it.
+    _point_bundle_at(bundle, stack.mqtt_port, sample_interval_ms=500, batch={"max_readings": 60, "max_age_ms": 10000})
+    node = start_node(bundle, log, trace=trace, duration_s=1.0)
+    assert node.wait(timeout=60) == 0, log.read_text()
+    assert _final_counters(log)["dropped"] == 0
+    batches = _batches(trace)
+    after = batches[len(before) :]
+    seqs = [b["seq"] for b in batches]
+    assert len(set(seqs)) == len(seqs)
+    assert min(b["seq"] for b in after) > max(b["seq"] for b in before)
+    assert all(seq < 2**53 for seq in seqs)
+    assert _final_counters(log)["queued"] == 0
+    # Lost: only the batches the full spool dropped before the power cut, the oldest ones.
+    _assert_only_the_oldest_dropped(stack, device, batches, len(before) - len(kept))
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path) -> Iterator[StackInfo]:
+    """A stack of the test's own: its broker is killed, and no other service may see its messages."""
+    home = tmp_path / "home"
+    ports = [str(free_port()) for _ in range(3)]
+    result = fieldlink(
+        home, "stack", "up", "--mqtt-port", ports[0], "--influx-port", ports[1], "--influx-rpc-port", ports[2]
+    )
+    assert result.returncode == 0, result.stderr
+    try:
+        yield StackInfo(home, int(ports[0]), int(ports[1]))
+    finally:
+        fieldlink(home, "stack", "down")
+
+
+def test_broker_killed_while_holding_what_the_service_never_stored_the_node_sends_it_again(
+    own_stack: StackInfo, workdir: Path
+) -> None:
+    stack = own_stack
+    home = Home(stack.home)
+    env = dict(os.environ, FIELDLINK_HOME=str(stack.home))
+    service_log = workdir / "ingest.log"
+    service, _ = start_ingest(env, service_log)  # its persistent session: the broker queues for it
+    stop_pid(service.pid)
+    service.wait()
+
+    device = "broker-crash"
+    bundle = stack.add_device(device, sample_interval_ms=100, batch_max_readings=10, batch_max_age_ms=300)
+    _point_bundle_at(bundle, stack.mqtt_port, drain_timeout_ms=60_000)
+    trace, log = workdir / "trace.jsonl", workdir / "node.log"
+    node = start_node(bundle, log, trace=trace, duration_s=6.0)
+    # The broker takes the node's batches (PUBACK) and holds them for the absent service, in memory.
+    wait_until(lambda: trace.exists() and len(_batches(trace)) >= 5 and "connected to" in log.read_text())
+    time.sleep(1.0)
+    os.kill(home.load_state().pids["mosquitto"], signal.SIGKILL)
+    time.sleep(1.0)
+    result = fieldlink(stack.home, "stack", "up")
+    assert result.returncode == 0, result.stderr
+    service, _ = start_ingest(env, service_log)
+    try:
+        assert node.wait(timeout=90) == 0, log.read_text()
+        produced = trace_readings(trace)
+        assert stack.wait_points(device, len(produced), timeout=30) == produced
+        counters = _final_counters(log)
+        assert counters["queued"] == 0
+        assert counters["dropped"] == 0
+        assert counters["reconnects"] >= 1
+        assert counters["resent"] >= 1  # what the broker had taken, and lost, went again
+    finally:
+        stop_pid(service.pid)
 
 
 def test_database_outage_loses_nothing(stack: StackInfo, ingest: IngestInfo, uid: str) -> None:

@@ -30,3 +30,12 @@ def test_dual_suites_pass_under_micropython() -> None:
         for m in DUAL
     )
     assert (passed, failed) == (expected, 0)
+
+
+def test_the_node_compiles_with_mpy_cross(tmp_path: Path) -> None:
+    """Every module of firmware/ and shared/ compiles to .mpy, as for a board (tools/_mpy.py)."""
+    from tools._mpy import build_mpy
+
+    built = build_mpy(tmp_path)
+    names = {p.relative_to(tmp_path).as_posix() for p in built}
+    assert {"firmware/spool.mpy", "firmware/mqtt.mpy", "firmware/app.mpy", "firmware/sim/faults.mpy"} <= names

@@ -151,24 +151,49 @@ class Batch(_Strict):
     )
 
 
-class OutboxLimits(_Strict):
-    capacity: int = Field(default=64, ge=1, le=4096, description="batches the node keeps while it cannot send")
+class SpoolLimits(_Strict):
+    """The node's flash spool (firmware/spool.py, docs/reliability.md): every batch is kept there until
+    the service acknowledges it."""
+
     max_bytes: int = Field(
-        default=24_576,
-        ge=1024,
-        description="bytes the outbox keeps; a batch that does not fit drops the oldest, counted",
+        default=1_048_576,
+        ge=4096,
+        le=16_777_216,
+        description="flash bytes for batches the service has not acknowledged; when full the oldest "
+        "segment goes, each of its batches counted (dropped)",
+    )
+    segment_bytes: int = Field(
+        default=4096,
+        ge=512,
+        le=65_536,
+        description="bytes of one spool file, deleted once all its batches are acknowledged (4096: a flash "
+        "erase block)",
+    )
+    window: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description="batches sent and awaiting the service's acknowledgement before the node sends more",
+    )
+    ack_timeout_ms: int = Field(
+        default=20_000,
+        ge=100,
+        le=MAX_DURATION_MS,
+        description="no acknowledgement within this sends the window again; the wait doubles, up to 5 min, "
+        "until one comes",
     )
 
 
 # The node's heap, estimated from make bench-firmware on the unix port (64-bit objects: conservative for
-# a 32-bit ESP32; docs/performance.md): about 54 KB steady for its two sensors, a 5-slot median and
-# 30-reading batches, 58 KB with its 4 KiB outbox full; it runs in 64 KB and not in 56 KB, which the
-# estimate with _HEAP_USE reproduces (tests/test_device_config.py).
-_RUNTIME_BYTES = 50_000  # code, TLS context, MQTT client, loop: the node with nothing to sample
+# a 32-bit ESP32; docs/performance.md): about 59.8 KB steady for its two sensors, a 5-slot median,
+# 30-reading batches and the spool (its window full, no service acknowledging); it runs in 64 KB and
+# not in 56 KB, which the estimate with _HEAP_USE reproduces (tests/test_device_config.py). The
+# spool's batches are on flash: only its window and the batch being sent are in RAM.
+_RUNTIME_BYTES = 54_500  # code, TLS context, MQTT client, spool, loop: the node with nothing to sample
 _SENSOR_BYTES = 1_000  # a channel: its driver's share, filter objects, its group
 _SLOT_BYTES = 24  # a window slot: a reference and a boxed float
-_READING_BYTES = 47  # the batcher's arrays (13 B) and the flush, about twice the encoded reading
-_BATCH_ENTRY_BYTES = 40  # the outbox's bookkeeping per batch
+_READING_BYTES = 47  # the batcher's arrays (13 B), the flush and the batch being sent
+_WINDOW_ENTRY_BYTES = 40  # the spool's bookkeeping per batch in its window
 _HEAP_USE = 0.9  # at most this share of the heap: the rest absorbs fragmentation (56 KB for 58 KB fails)
 
 
@@ -179,7 +204,7 @@ class Sensing(_Strict):
         default=1000, ge=10, le=MAX_DURATION_MS, description="each sensor's interval unless it sets its own"
     )
     batch: Batch = Field(default_factory=Batch)
-    outbox: OutboxLimits = Field(default_factory=OutboxLimits)
+    spool: SpoolLimits = Field(default_factory=SpoolLimits)
     buses: dict[str, Bus] = Field(default_factory=dict, description="I2C and 1-Wire buses, by name")
     # A batch names every sensor: the protocol's bound on names is the bound on sensors.
     sensors: list[Sensor] = Field(
@@ -240,8 +265,7 @@ class Sensing(_Strict):
         """What the node will hold, by part, largest first: an estimate (see the constants above)."""
         parts = [
             ("the runtime", _RUNTIME_BYTES),
-            (f"outbox.max_bytes ({self.outbox.max_bytes})", self.outbox.max_bytes),
-            (f"outbox.capacity ({self.outbox.capacity})", self.outbox.capacity * _BATCH_ENTRY_BYTES),
+            (f"spool.window ({self.spool.window})", self.spool.window * _WINDOW_ENTRY_BYTES),
             (f"batch.max_readings ({self.batch.max_readings})", self.batch.max_readings * _READING_BYTES),
         ]
         for sensor in self.sensors:

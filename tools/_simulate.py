@@ -37,7 +37,11 @@ def node_command(
     trace: Path | None = None,
     duration_s: float | None = None,
     heap: str | None = None,
+    faults: tuple[str, ...] | list[str] = (),
+    time_scale: int | None = None,
 ) -> list[str]:
+    """The command line of one simulated node; `faults` are the simulated board's (`cut@S+D`,
+    `freeze@S+D`, `power@S`: firmware/sim/faults.py), in device seconds since the process started."""
     argv = [micropython_binary()]
     if heap:
         argv += ["-X", f"heapsize={heap}"]
@@ -48,6 +52,10 @@ def node_command(
         argv += ["--trace", str(trace)]
     if duration_s is not None:
         argv += ["--duration", str(duration_s)]
+    if time_scale is not None:
+        argv += ["--time-scale", str(time_scale)]
+    for fault in faults:
+        argv += ["--fault", fault]
     return argv
 
 

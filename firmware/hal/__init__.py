@@ -19,5 +19,9 @@ class Board:
     def trace(self, payload):
         pass
 
+    def write(self, f, data):
+        """How the spool's bytes reach a file (the simulated board can cut the power in the middle)."""
+        f.write(data)
+
     def feed_watchdog(self):
         pass

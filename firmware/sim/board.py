@@ -11,9 +11,11 @@ from firmware.hal import Board
 class SimBoard(Board):
     name = "sim"
 
-    def __init__(self, trace_path=None, duration_s=None, time_scale=1):
+    def __init__(self, trace_path=None, duration_s=None, time_scale=1, faults=()):
+        # faults: (kind, start_ms, end_ms) in device time since this boot (firmware/sim/faults.py)
         if time_scale < 1:
             raise ConfigError("--time-scale must be at least 1")
+        self.faults = faults
         self._trace = open(trace_path, "ab") if trace_path else None
         self.time_scale = time_scale
         self._start_ticks = time.ticks_ms()
@@ -34,7 +36,7 @@ class SimBoard(Board):
     def wait_ms(self, ms, poller=None):
         """Up to ms of device time; the poller (the MQTT socket) ends the wait when it is ready."""
         ms //= self.time_scale
-        if poller is None:
+        if poller is None or self.faults and self.fault("freeze"):
             time.sleep_ms(ms)
         else:
             poller.ipoll(ms)
@@ -43,7 +45,22 @@ class SimBoard(Board):
         return self.duration_ms is None or self._elapsed() < self.duration_ms
 
     def connect_network(self, wifi):
-        return True  # the unix port is always on the network
+        return not (self.faults and self.fault("cut"))  # the unix port is on the network but in a cut
+
+    def fault(self, kind):
+        """True while a fault of this kind is on; a power fault stays on once its time has come."""
+        now = self._elapsed()
+        for name, start, end in self.faults:
+            if name == kind and start <= now and (end < 0 or now < end):
+                return True
+        return False
+
+    def write(self, f, data):
+        if self.faults and self.fault("power"):
+            from firmware.sim.faults import power_off
+
+            power_off(f, data)
+        f.write(data)
 
     def before_measure(self, now_ms):
         """Move the emulated chips along their signals, as the world outside a real chip would."""

@@ -1,14 +1,19 @@
-# The node's publish state machine (firmware/app.py: Publisher) against a fake client, board and clock, on
-# both interpreters: backoff doubling to its cap, the retained status announced once per connection,
-# the outbox head removed only after its PUBACK, and resent after a lost connection.
+# The node's publish state machine (firmware/app.py: Publisher) against a fake client, board and clock and
+# a real spool in a folder of its own, on both interpreters: backoff doubling to its cap, the ack
+# subscription and the retained status once per connection, a batch kept after its PUBACK until the
+# service's ack, sent again after a lost connection or when no ack comes, refused ones dropped and
+# counted, bad acks counted.
 from firmware.app import Publisher
+from firmware.config import boot_spool
 from firmware.errors import MQTTError
 from firmware.mqtt import CONNECTING, DOWN, UP
-from firmware.outbox import Outbox
+from firmware.spool import Spool
 from tests.dual.test_mqtt import Clock
+from tests.dual.test_node_spool import folder
 
 DATA = "fl/v1/node-1/data"
 STATUS = "fl/v1/node-1/status"
+ACK = "fl/v1/node-1/ack"
 
 
 class Client:
@@ -28,6 +33,10 @@ class Client:
         self.connects = 0
         self.closes = 0
         self.published = []
+        self.subscribed = []
+        self.granted = None
+        self.grant = 0  # the SUBACK's code
+        self.skipped = 0
         self._pid = 0
 
     def connect(self, clean_session=True):
@@ -51,12 +60,21 @@ class Client:
         self._pid += 1
         self.inflight = self._pid
 
+    def subscribe(self, topic):
+        assert self.state == UP and not self.inflight
+        self.subscribed.append(topic)
+        self._pid += 1
+        self.inflight = self._pid
+
     def ack(self):
+        if self.subscribed and self.granted is None:
+            self.granted = self.grant
         self.inflight = 0
 
     def close(self):
         self.state = DOWN
         self.inflight = 0
+        self.granted = None
         self.closes += 1
 
     def disconnect(self):
@@ -77,36 +95,71 @@ def status(online):
     return b'{"online":true}' if online else b'{"online":false}'
 
 
-def publisher(capacity=8):
+def publisher(window=8):
     clock = Clock()
     client = Client(clock)
-    outbox = Outbox(capacity, 4096)
+    spool = Spool(folder(), 100000, 4096, window, 1000, clock)
+    boot_spool(spool)
     board = Board()
-    pub = Publisher(client, outbox, board, {"ssid": "field"}, DATA, STATUS, status)
-    return pub, client, outbox, board, clock
+    pub = Publisher(client, spool, board, {"ssid": "field"}, DATA, STATUS, ACK, status)
+    return pub, client, spool, board, clock
 
 
-def announced():
-    """A publisher connected, its online status acknowledged."""
-    pub, client, outbox, board, clock = publisher()
+def add(spool, payload):
+    """Append a batch as the node does; returns its sequence."""
+    seq = spool.seq + spool.writes
+    spool.append(payload, seq)
+    return seq
+
+
+def announced(**options):
+    """A publisher connected, subscribed, its online status acknowledged."""
+    pub, client, spool, board, clock = publisher(**options)
     pub.step()
-    client.ack()
+    client.ack()  # the SUBACK
+    pub.step()
+    client.ack()  # the status's PUBACK
     pub.step()
     client.published = []
-    return pub, client, outbox, board, clock
+    return pub, client, spool, board, clock
 
 
-def test_connects_and_announces_the_retained_status_first():
-    pub, client, outbox, board, _ = publisher()
-    outbox.push(b"batch-1")
+def ack(pub, stored=(), refused=()):
+    text = '{"v":1,"stored":[' + ",".join(str(s) for s in stored) + '],"refused":['
+    pub.on_message(ACK.encode(), (text + ",".join(str(s) for s in refused) + "]}").encode())
+
+
+def test_subscribes_then_announces_the_retained_status_then_sends():
+    pub, client, spool, board, _ = publisher()
+    add(spool, b"batch-1")
     pub.step()
     assert board.asked == [{"ssid": "field"}]
+    assert client.subscribed == [ACK]
+    assert client.published == []
+    pub.step()  # the subscription is in flight: nothing else goes
+    assert client.published == []
+    client.ack()
+    pub.step()
     assert client.published == [(STATUS, b'{"online":true}', 1, True)]
-    pub.step()  # the status is in flight: nothing else goes
-    assert len(client.published) == 1
     client.ack()
     pub.step()
     assert client.published[1] == (DATA, b"batch-1", 1, False)
+
+
+def test_a_refused_subscription_makes_the_brokers_puback_do():
+    # A broker whose ACL predates acks: no ack can come, so the PUBACK ends a batch's stay, as before.
+    pub, client, spool, _, _ = publisher()
+    client.grant = 0x80
+    add(spool, b"batch-1")
+    for _ in range(3):
+        pub.step()
+        client.ack()
+    pub.step()
+    assert client.published[-1] == (DATA, b"batch-1", 1, False)
+    assert client.state == UP
+    client.ack()
+    pub.step()
+    assert spool.queued == 0
 
 
 def test_backoff_doubles_to_its_cap_and_resets_once_connected():
@@ -127,24 +180,30 @@ def test_backoff_doubles_to_its_cap_and_resets_once_connected():
     pub.step()
     assert client.state == UP
     assert pub.backoff_ms == 30000  # the status is not yet acknowledged: not yet a connection
-    client.ack()
+    client.ack()  # the subscription
+    pub.step()
+    assert pub.backoff_ms == 30000
+    client.ack()  # the status
     pub.step()
     assert pub.backoff_ms == 500
 
 
-def test_announces_once_per_connection():
-    pub, client, outbox, _, clock = announced()
-    for i in range(3):
-        outbox.push(b"batch-" + str(i).encode())
+def test_announces_and_subscribes_once_per_connection():
+    pub, client, spool, _, clock = announced()
+    seqs = [add(spool, b"batch-" + str(i).encode()) for i in range(3)]
     for _ in range(3):
         pub.step()
         client.ack()
     pub.step()
     assert [p[0] for p in client.published] == [DATA, DATA, DATA]
+    ack(pub, seqs)
     client.lose = True
     pub.step()
     clock.now += 500
-    outbox.push(b"batch-3")
+    add(spool, b"batch-3")
+    pub.step()
+    assert client.subscribed == [ACK, ACK]
+    client.ack()
     pub.step()
     assert client.published[-1] == (STATUS, b'{"online":true}', 1, True)
     client.ack()
@@ -152,67 +211,100 @@ def test_announces_once_per_connection():
     assert client.published[-1] == (DATA, b"batch-3", 1, False)
 
 
-def test_the_head_leaves_the_outbox_only_after_its_puback():
-    pub, client, outbox, _, _ = announced()
-    outbox.push(b"first")
-    outbox.push(b"second")
+def test_a_batch_stays_after_its_puback_until_the_services_ack():
+    pub, client, spool, _, _ = announced()
+    first = add(spool, b"first")
+    second = add(spool, b"second")
     pub.step()
     assert client.published == [(DATA, b"first", 1, False)]
     for _ in range(5):
         pub.step()
-    assert len(outbox) == 2
-    assert outbox.peek() == b"first"
-    assert len(client.published) == 1
+    assert len(client.published) == 1  # one packet in flight
     client.ack()
     pub.step()
-    assert len(outbox) == 1
-    assert outbox.sent == 1
     assert client.published[-1] == (DATA, b"second", 1, False)
     client.ack()
     pub.step()
-    assert len(outbox) == 0
+    assert spool.queued == 2  # the broker has both; the service neither
     assert pub.sending is None
+    ack(pub, [second])
+    assert spool.queued == 1
+    ack(pub, [first])
+    assert spool.queued == 0
+    pub.step()
+    assert len(client.published) == 2  # nothing is sent twice
 
 
-def test_a_lost_connection_resends_the_batch_in_flight():
-    pub, client, outbox, _, clock = announced()
-    outbox.push(b"in-flight")
+def test_a_lost_connection_sends_the_unacknowledged_batches_again():
+    pub, client, spool, _, clock = announced()
+    first = add(spool, b"acked-by-the-broker")
+    pub.step()
+    client.ack()
+    pub.step()
+    add(spool, b"in-flight")
     pub.step()
     assert pub.sending == b"in-flight"
     client.lose = True
     pub.step()
-    assert client.state == DOWN
-    assert pub.sending is None
-    assert pub.reconnects == 1
-    assert outbox.peek() == b"in-flight"
-    clock.now += 499
+    assert (client.state, pub.sending, pub.reconnects) == (DOWN, None, 1)
+    clock.now += 500
+    for _ in range(3):  # connect and subscribe, announce, and the first batch
+        pub.step()
+        client.ack()
     pub.step()
-    assert client.connects == 1  # still backing off
-    clock.now += 1
-    pub.step()
-    assert client.connects == 2
-    client.ack()  # the status
-    pub.step()
-    assert client.published[-1] == (DATA, b"in-flight", 1, False)
+    assert [p[1] for p in client.published[-3:]] == [b'{"online":true}', b"acked-by-the-broker", b"in-flight"]
     client.ack()
     pub.step()
-    assert len(outbox) == 0
-    assert outbox.sent == 1
+    ack(pub, [first, first + 1])
+    assert spool.queued == 0
+    assert spool.resent == 1
 
 
-def test_a_batch_dropped_while_in_flight_is_not_popped_for_it():
-    pub, client, outbox, _, _ = publisher(capacity=1)
+def test_no_ack_sends_again_after_the_timeout_with_backoff():
+    pub, client, spool, _, clock = announced()
+    add(spool, b"batch")
+    pub.step()
+    client.ack()
+    sent = []
+    for _ in range(80):
+        clock.now += 100
+        pub.step()
+        if client.inflight:
+            sent.append(clock.now)
+            client.ack()
+    # The PUBACK came at 100,100 (the step after the publish): no ack within 1 s, then 2 s, then 4 s
+    # of each PUBACK sends it again.
+    assert sent == [101200, 103400, 107600], sent
+    assert spool.resent == 3
+
+
+def test_refused_batches_are_dropped_and_counted_and_bad_acks_counted():
+    pub, client, spool, _, _ = announced()
+    seq = add(spool, b"too-old")
     pub.step()
     client.ack()
     pub.step()
-    outbox.push(b"old")
-    pub.step()
-    outbox.push(b"new")  # the ring of one drops "old", whose PUBACK is still to come
-    assert outbox.dropped == 1
-    client.ack()
-    pub.step()
-    assert outbox.peek() == b"new"
-    assert client.published[-1] == (DATA, b"new", 1, False)
+    ack(pub, refused=[seq])
+    assert (spool.queued, spool.refused) == (0, 1)
+    for payload in (b"{", b'{"v":2,"stored":[1]}', b'{"v":1,"stored":"x"}'):
+        pub.on_message(ACK.encode(), payload)
+    assert pub.bad_acks == 3
+    pub.on_message(b"fl/v1/node-1/cmd", b"{")  # not the ack topic: not an ack
+    assert pub.bad_acks == 3
+
+
+def test_the_window_bounds_what_waits_for_the_service():
+    pub, client, spool, _, _ = announced(window=2)
+    seqs = [add(spool, b"b" + str(i).encode()) for i in range(4)]
+    for _ in range(6):
+        pub.step()
+        client.ack()
+    assert [p[1] for p in client.published] == [b"b0", b"b1"]
+    ack(pub, seqs[:1])
+    for _ in range(3):
+        pub.step()
+        client.ack()
+    assert [p[1] for p in client.published] == [b"b0", b"b1", b"b2"]
 
 
 def test_no_network_is_a_failed_attempt():
