@@ -48,7 +48,7 @@ def test_the_check_catches_wrong_calls(tmp_path: Path) -> None:
     broken = tmp_path / "esp32_broken.py"
     source = HAL.read_text()
     source = source.replace(
-        'self._wlan.connect(wifi["ssid"], wifi.get("password", ""))', 'self._wlan.conect(wifi["ssid"])'
+        'self._wlan.connect(chosen["ssid"], chosen.get("password", ""))', 'self._wlan.conect(chosen["ssid"])'
     )
     source = source.replace('onewire.OneWire(machine.Pin(spec["pin"]))', "onewire.OneWire()")
     broken.write_text(source)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from array import array
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -308,10 +308,23 @@ class TlsFiles(_Strict):
     key: str = Field(default="key.der", description="its private key (DER)")
 
 
+class WifiNetwork(_Strict):
+    ssid: str = Field(
+        min_length=1, max_length=32, description="a network to join; 1 to 8 of them, tried in order (ESP32 only)"
+    )
+    password: str = Field(default="", max_length=64, description="its passphrase; empty for an open network")
+
+
 class Wifi(_Strict):
-    ssid: str = Field(min_length=1, max_length=32, description="the network to join (ESP32 only)")
-    password: str = Field(default="", max_length=64, description="its password")
-    ntp_host: str = Field(default="pool.ntp.org", description="the clock's source after joining")
+    """A site's networks (tools/_site.py writes them): the node tries them in order until one joins."""
+
+    networks: list[WifiNetwork] = Field(min_length=1, max_length=8)
+    ntp_hosts: list[str] = Field(
+        default_factory=lambda: ["pool.ntp.org"],
+        min_length=1,
+        max_length=4,
+        description="the clock's sources after joining, tried in order",
+    )
 
 
 class DeviceConfig(Sensing):
@@ -459,7 +472,8 @@ def markdown_table() -> str:
             key = prefix + name
             nested = [t for t in (field.annotation, *get_args(field.annotation)) if _is_model(t)]
             if nested:
-                walk(nested[0], key + ".")
+                # A list of objects (wifi.networks) shows its items' keys as `key[].name`.
+                walk(nested[0], key + ("[]." if get_origin(field.annotation) is list else "."))
                 continue
             default = field.get_default(call_default_factory=True)
             if field.is_required():
