@@ -335,7 +335,10 @@ class DeviceConfig(Sensing):
     tls: TlsFiles = Field(default_factory=TlsFiles)
     wifi: Wifi | None = Field(default=None)
     drain_timeout_ms: int = Field(
-        default=15_000, ge=0, le=MAX_DURATION_MS, description="unix port: how long a stopping node empties its outbox"
+        default=15_000,
+        ge=0,
+        le=MAX_DURATION_MS,
+        description="unix port: how long a stopping node waits for the service to acknowledge its spool",
     )
 
 

@@ -3,7 +3,10 @@
 - the per-sample cost of a four-filter chain under the MicroPython unix port, against an empty chain;
 - bytes per reading of the batch payload against a plain JSON object per reading;
 - the node's heap in steady state, and a run of the full firmware (compiled to .mpy, as for a board)
-  for --minutes of simulated time at each heap size given, against a real broker over mutual TLS.
+  for --minutes of simulated time at each heap size given, against a real broker over mutual TLS and
+  the real ingest service (whose acks end each batch's stay in the node's spool);
+- what the node's flash spool costs the flash at the default rates, on littlefs itself (erases and
+  programs counted on a RAM block device, tools/bench/mp_spool_wear.py).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +37,12 @@ from tools._simulate import micropython_binary
 from tools._stack import Stack
 
 HERE = Path(__file__).resolve().parent
-# The node measured: two simulated sensors, one with a four-filter chain, a 16 KiB flash spool (which the
+# The node measured: two simulated sensors, one with a four-filter chain, an 8 KiB flash spool (which the
 # run with the broker unreachable fills).
 SENSING: dict[str, Any] = {
     "sample_interval_ms": 1000,
     "batch": {"max_readings": 30, "max_age_ms": 10000},
-    "spool": {"max_bytes": 16384},
+    "spool": {"max_bytes": 8192},
     "sensors": [
         {
             "name": "temperature",
@@ -82,6 +86,45 @@ def filter_cost(mpy: Path, samples: int, heap: str) -> dict[str, dict[str, float
         sys.exit(f"the filter timing failed under MicroPython:\n{result.stdout}{result.stderr}")
     data: dict[str, dict[str, float]] = json.loads(result.stdout.strip().splitlines()[-1])
     return data
+
+
+def spool_wear(mpy: Path) -> dict[str, dict[str, int]]:
+    result = subprocess.run(
+        [micropython_binary(), "-X", "heapsize=8M", str(HERE / "mp_spool_wear.py")],
+        env=_env(),
+        cwd=mpy,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if result.returncode != 0:
+        sys.exit(f"the spool wear run failed under MicroPython:\n{result.stdout}{result.stderr}")
+    data: dict[str, dict[str, int]] = json.loads(result.stdout.strip().splitlines()[-1])
+    return data
+
+
+def start_ingest(home: Path, log: Path) -> subprocess.Popen[bytes]:
+    """The real ingest service on this stack, once connected: it acknowledges the node's batches. The
+    node's clock runs --time-scale times faster than real time, so the clock-skew limit is an hour."""
+    port = free_port()
+    env = dict(os.environ, FIELDLINK_HOME=str(home), FIELDLINK_MAX_CLOCK_SKEW_S="3600")
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tools", "ingest", "--port", str(port)], env=env, stdout=out, stderr=out
+        )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:
+                if json.loads(answer.read()).get("mqtt_connected"):
+                    return process
+        except OSError:
+            pass
+        if process.poll() is not None:
+            break
+        time.sleep(0.2)
+    process.kill()
+    sys.exit(f"the ingest service did not connect:\n{log.read_text()[-2000:]}")
 
 
 def bytes_per_reading() -> dict[str, float]:
@@ -155,6 +198,7 @@ def main() -> None:
         home = Home(root / "home")
         stack = Stack(home)
         stack.up(free_port(), free_port(), free_port())
+        service = None
         try:
             _, bundle = add_device(home, "bench-node", sensing=check_sensing(SENSING))
             # The same node with its broker unreachable: the spool fills to its limit and drops.
@@ -163,12 +207,15 @@ def main() -> None:
             config = json.loads((offline / "config.json").read_text())
             config["broker"]["port"] = free_port()
             (offline / "config.json").write_text(json.dumps(config))
+            service = start_ingest(home.root, root / "ingest.log")
             heaps = args.heaps.split(",")
             with Progress(transient=True) as progress:
-                task = progress.add_task("benchmarking", total=3 + len(heaps))
+                task = progress.add_task("benchmarking", total=4 + len(heaps))
                 cost = filter_cost(mpy, args.samples, args.filter_heap)
                 progress.advance(task)
                 sizes = bytes_per_reading()
+                progress.advance(task)
+                wear = spool_wear(mpy)
                 progress.advance(task)
                 runs = []
                 for heap in heaps:
@@ -179,6 +226,9 @@ def main() -> None:
                 runs.append(outage)
                 progress.advance(task)
         finally:
+            if service is not None:
+                service.terminate()
+                service.wait(30)
             stack.down()
 
     command = "make bench-firmware" + (f" BENCH_ARGS='{' '.join(sys.argv[1:])}'" if sys.argv[1:] else "")
@@ -209,7 +259,21 @@ def main() -> None:
         f"plain JSON object per reading ({sizes['plain_per_reading'] / sizes['batch_per_reading']:.1f}× "
         "larger)."
     )
-    print(f"\n### Full firmware, {args.minutes:g} simulated minutes (time scale {args.time_scale}), broker over mTLS\n")
+    print("\n### The flash spool's cost to the flash, one hour at the default rates (littlefs, 4096-byte blocks)\n")
+    print(
+        "| the service | batches | payload bytes | record writes | block erases | bytes programmed | spool at the end |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, label in (("acknowledged", "acknowledges each batch"), ("service_away", "is away all hour")):
+        w = wear[name]
+        print(
+            f"| {label} | {w['batches']} | {w['payload_bytes']} | {w['record_writes']} | {w['erases']} | "
+            f"{w['programmed_bytes']} | {w['spool_bytes_end']} B |"
+        )
+    print(
+        f"\n### Full firmware, {args.minutes:g} simulated minutes (time scale {args.time_scale}), broker over mTLS, "
+        "the ingest service acknowledging\n"
+    )
     print(
         "| heap (`-X heapsize`) | result | steady-state heap allocated (bytes, after collection) | "
         "device counters at the end |"
