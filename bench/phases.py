@@ -60,13 +60,13 @@ QUICK = Sizes(
     diy_60=12,
     ceiling_1=1500,
     ceiling_60=100,
-    workers_fill=300,
-    live_s=6.0,
+    workers_fill=200,
+    live_s=5.0,
     storm_devices=500,
-    storm_s=4.0,
-    spool_s=24.0,
+    storm_s=3.0,
+    spool_s=16.0,
     clients_rounds=1,
-    clients_batches=4,
+    clients_batches=2,
 )
 
 

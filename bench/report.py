@@ -132,7 +132,7 @@ def render(results: dict[str, Any], source: Path | str | None = None) -> str:
     w("")
     w(
         f"Machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('memory_gib')} GiB; Linux {m.get('kernel')}; "
-        f"Python {m.get('python')}; {m.get('mosquitto')}; InfluxDB {m.get('influxdb')}. Load average "
+        f"Python {m.get('python')}; {m.get('mosquitto')}; {m.get('influxdb')}. Load average "
         f"{_load(m.get('loadavg_start'))} at the start, {_load(m.get('loadavg_end'))} at the end "
         f"(the machine is shared); the run took {_num(results.get('seconds'))} s."
     )
@@ -205,7 +205,7 @@ def render(results: dict[str, Any], source: Path | str | None = None) -> str:
         w("")
         w(
             "| readings/message | load (msg/s) | devices | p50 | p90 | p99 | max | probes "
-            "| CPU: broker / database / service / generator / harness |"
+            "| CPU: broker / database / service / generator / harness / others |"
         )
         w("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for shape in (1, 60):
@@ -214,7 +214,9 @@ def render(results: dict[str, Any], source: Path | str | None = None) -> str:
                 continue
             lat = entry["latency_ms"]
             cores = _get(entry, "load", "cpu", "cores") or {}
-            split = " / ".join(_num(cores.get(r), 2) for r in ("broker", "database", "service", "generator", "harness"))
+            split = " / ".join(
+                _num(cores.get(r), 2) for r in ("broker", "database", "service", "generator", "harness", "others")
+            )
             late = f" ({entry['probes_late']} late)" if entry.get("probes_late") else ""
             w(
                 f"| {shape} | {_num(entry['load']['msgs_per_s'])} | {entry['load'].get('devices', '—')} | "
@@ -277,7 +279,10 @@ def render(results: dict[str, Any], source: Path | str | None = None) -> str:
         w("")
         w("### HTTP clients for the writer: identical batches, one at a time, as the writer task sends them")
         w("")
-        w("| batch | path | client | ms per batch (median) | client CPU ms per batch | points/s | all stored |")
+        w(
+            "| batch | path | client | ms per batch (median) | client CPU ms per batch (median) "
+            "| points/s (all rounds) | all stored |"
+        )
         w("| --- | --- | --- | --- | --- | --- | --- |")
         for size in sorted(clients, key=lambda k: -int(k) if k.isdigit() else 0):
             sized = clients[size]
@@ -287,7 +292,7 @@ def render(results: dict[str, Any], source: Path | str | None = None) -> str:
                 for name, entry in sized.get(path, {}).items():
                     w(
                         f"| {int(size):,} points | {label} | {name} | {_num(entry['ms_per_batch'], 2)} | "
-                        f"{_num(entry['cpu_ms_per_batch'], 2)} | {_num(entry['points_per_s'])} | "
+                        f"{_num(entry['cpu_ms_per_batch'], 2)} | {_num(_overall_rate(entry, int(size)))} | "
                         f"{'yes' if entry['correct'] else 'NO'} |"
                     )
     w("")
@@ -301,11 +306,49 @@ def render(results: dict[str, Any], source: Path | str | None = None) -> str:
             value = f"{value:.2f} {t['unit']}".strip()
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
         w(f"| {t['target']} | {value if value is not None else '—'} | {met} |")
+    crowded = _crowded(results)
+    if crowded:
+        w("")
+        w(
+            "Measured while other work on the machine took half a core or more and left it no idle time (read "
+            "these with care): " + "; ".join(crowded) + "."
+        )
     errors = [f"{name}: {p['error']}" for name, p in phases.items() if isinstance(p, dict) and "error" in p]
     if errors:
         w("")
         w("Phases that failed: " + "; ".join(errors))
     return "\n".join(lines) + "\n"
+
+
+def _crowded(results: dict[str, Any]) -> list[str]:
+    """Where the machine was full (busy 1.9 cores or more of 2) and others' work took 0.5 or more."""
+    found = []
+
+    def walk(where: str, data: Any) -> None:
+        if isinstance(data, dict):
+            cpu = data.get("cpu")
+            if isinstance(cpu, dict) and "cores" in cpu:
+                busy = cpu.get("machine_busy", 0) or 0
+                others = cpu["cores"].get("others", 0) or 0
+                if busy >= 1.9 and others >= 0.5:
+                    found.append(f"{where} (others {others:.2f} cores)")
+            for key, value in data.items():
+                if key not in ("cpu", "fill"):
+                    walk(f"{where}.{key}" if where else key, value)
+        elif isinstance(data, list):
+            for i, value in enumerate(data):
+                walk(f"{where}[{i}]", value)
+
+    walk("", results.get("phases", {}))
+    return found
+
+
+def _overall_rate(entry: dict[str, Any], size: int) -> float | None:
+    """Points per second over every round together: all points over all the time taken."""
+    rounds = entry.get("rounds") or []
+    points = sum(r["batches"] * size for r in rounds)
+    seconds = sum(r["batches"] * size / r["points_per_s"] for r in rounds if r["points_per_s"])
+    return points / seconds if seconds else None
 
 
 def _load(value: Any) -> str:
