@@ -52,14 +52,7 @@ def create_app(settings: Settings, spool: Spool | None = None) -> FastAPI:
         own_spool = spool or open_spool(settings)
         if own_spool is not None:
             stats.counters["spool_torn_records"] += own_spool.recovery.torn_records
-        storage = Storage(
-            writer,
-            own_spool,
-            stats.counters,
-            spool_after_s=settings.spool_after_s,
-            retry_max_s=settings.write_retry_max_s,
-            is_active=registry.is_active,
-        )
+        storage = Storage.for_settings(settings, writer, own_spool, stats.counters, registry)
         consumer = Consumer(settings, registry, writer, stats, storage)
         app.state.settings = settings
         app.state.registry = registry

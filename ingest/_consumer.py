@@ -233,6 +233,33 @@ class Accepted:
     text: str  # its points' line protocol ("" without any)
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    if not settings.mqtt_tls:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(settings.mqtt_ca))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(settings.mqtt_cert), str(settings.mqtt_key))
+    return context
+
+
+def mqtt_client(settings: Settings, timeout_s: float | None = None) -> aiomqtt.Client:
+    """A client on the identity's persistent session that acknowledges nothing by itself: whatever it
+    is sent and does not acknowledge stays in the session and comes again."""
+    client = aiomqtt.Client(
+        settings.mqtt_host,
+        settings.mqtt_port,
+        identifier=settings.mqtt_client_id,
+        clean_session=False,  # never True: a clean session throws away what the broker keeps for us
+        keepalive=settings.mqtt_keepalive_s,
+        tls_context=tls_context(settings),
+        tls_insecure=False,
+        timeout=timeout_s,
+    )
+    # Acknowledge only after the write (aiomqtt 2.x would acknowledge on receipt).
+    client._client.manual_ack_set(True)
+    return client
+
+
 class Consumer:
     def __init__(
         self,
@@ -247,27 +274,11 @@ class Consumer:
         self._settings = settings
         self._registry = registry
         self._verifier = Verifier(settings, registry)
-        self._storage = storage or Storage(
-            writer,
-            None,
-            stats.counters,
-            spool_after_s=settings.spool_after_s,
-            retry_max_s=settings.write_retry_max_s,
-            is_active=registry.is_active,
-        )
+        self._storage = storage or Storage.for_settings(settings, writer, None, stats.counters, registry)
         self._stats = stats
         self.log_limiter = LogLimiter()
         # Publishes (topic, payload) at QoS 0 while connected to the broker: the devices' acks.
         self.device_acks: Callable[[str, bytes], Any] | None = None
-
-    def _tls_context(self) -> ssl.SSLContext | None:
-        s = self._settings
-        if not s.mqtt_tls:
-            return None
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(s.mqtt_ca))
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(str(s.mqtt_cert), str(s.mqtt_key))
-        return context
 
     def _subscriptions(self) -> list[tuple[str, int]]:
         group = self._settings.mqtt_shared_group
@@ -292,18 +303,8 @@ class Consumer:
         s = self._settings
         backoff = 0.5
         while True:
-            client = aiomqtt.Client(
-                s.mqtt_host,
-                s.mqtt_port,
-                identifier=s.mqtt_client_id,
-                clean_session=False,  # the broker keeps our queue while we are away
-                keepalive=s.mqtt_keepalive_s,
-                tls_context=self._tls_context(),
-                tls_insecure=False,
-            )
-            # Acknowledge only after the write (aiomqtt 2.x would acknowledge on receipt).
+            client = mqtt_client(s)
             paho_client = client._client
-            paho_client.manual_ack_set(True)
 
             def ack(token: tuple[int, int], paho_client: Any = paho_client) -> None:
                 paho_client.ack(*token)

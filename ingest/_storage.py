@@ -22,6 +22,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ingest._errors import RejectedMessage, SpoolError, SpoolFull, StorageError
+from ingest._registry import Registry
+from ingest._settings import Settings
 from ingest._spool import Spool
 from ingest._writer import PointWriter
 
@@ -58,6 +60,19 @@ class Storage:
         self.outage = False
         self.full = False  # the last append found the spool full (cleared by the next one that fits)
         self._spooled = asyncio.Event()  # set when a record is appended: wakes `replay`
+
+    @classmethod
+    def for_settings(
+        cls, settings: Settings, writer: PointWriter, spool: Spool | None, counters: dict[str, int], registry: Registry
+    ) -> Storage:
+        return cls(
+            writer,
+            spool,
+            counters,
+            spool_after_s=settings.spool_after_s,
+            retry_max_s=settings.write_retry_max_s,
+            is_active=registry.is_active,
+        )
 
     async def store(self, body: bytes, points: int) -> bool:
         """Store one batch durably. True if it is in InfluxDB, False if in the spool. Raises

@@ -20,11 +20,11 @@ import sys
 import time
 
 from ingest._app import create_app, open_spool
-from ingest._consumer import Consumer, Stats
+from ingest._consumer import Consumer, Stats, mqtt_client
 from ingest._registry import Registry
 from ingest._settings import Settings
 from ingest._storage import Storage
-from ingest._workers import all_filters, drop_subscriptions, mqtt_client, stale_filters
+from ingest._workers import all_filters, drop_subscriptions, stale_filters
 from ingest._writer import make_writer
 
 log = logging.getLogger("fieldlink.ingest")
@@ -68,14 +68,7 @@ async def retire(settings: Settings, quiet_s: float = QUIET_S) -> bool:
     stats = Stats()
     spool = open_spool(settings)
     # As the service's lifespan has it: during an outage the drained messages go to the spool.
-    storage = Storage(
-        writer,
-        spool,
-        stats.counters,
-        spool_after_s=settings.spool_after_s,
-        retry_max_s=settings.write_retry_max_s,
-        is_active=registry.is_active,
-    )
+    storage = Storage.for_settings(settings, writer, spool, stats.counters, registry)
     consumer = Consumer(settings, registry, writer, stats, storage)
     replay = asyncio.create_task(storage.replay(), name="spool-replay")
     try:

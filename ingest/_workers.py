@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import signal
-import ssl
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -35,6 +34,7 @@ import aiomqtt
 from fastapi import FastAPI
 from pydantic import SecretStr
 
+from ingest._consumer import mqtt_client
 from ingest._settings import Settings
 from shared.identities import INGEST_SHARED_GROUP, worker_identity
 from shared.protocol import DATA_SUBSCRIPTION
@@ -141,32 +141,6 @@ def settings_payload(settings: Settings) -> bytes:
         if isinstance(value, SecretStr):
             data[name] = value.get_secret_value()
     return json.dumps(data).encode()
-
-
-def tls_context(settings: Settings) -> ssl.SSLContext | None:
-    if not settings.mqtt_tls:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(settings.mqtt_ca))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(settings.mqtt_cert), str(settings.mqtt_key))
-    return context
-
-
-def mqtt_client(settings: Settings, timeout_s: float | None = None) -> aiomqtt.Client:
-    """A client on the identity's persistent session that acknowledges nothing by itself: whatever it
-    is sent and does not acknowledge stays in the session and comes again."""
-    client = aiomqtt.Client(
-        settings.mqtt_host,
-        settings.mqtt_port,
-        identifier=settings.mqtt_client_id,
-        clean_session=False,  # never True: a clean session throws away what the broker keeps for us
-        keepalive=settings.mqtt_keepalive_s,
-        tls_context=tls_context(settings),
-        tls_insecure=False,
-        timeout=timeout_s,
-    )
-    client._client.manual_ack_set(True)
-    return client
 
 
 async def drop_subscriptions(settings: Settings, filters: list[str]) -> None:

@@ -342,6 +342,7 @@ def test_ten_thousand_malformed_payloads_through_the_real_broker(
         "rejected": len(data) + len(status),
         "stored_messages": 1,
         "stored_points": 2,
+        "device_acks": 1,  # for the valid batch; a payload whose sequence cannot be read gets none
         **{f"rejected_{reason}": count for reason, count in reasons.items()},
     }
     assert delta == expected
