@@ -186,7 +186,7 @@ class SpoolLimits(_Strict):
 
 # The node's heap, estimated from make bench-firmware on the unix port (64-bit objects: conservative for
 # a 32-bit ESP32; docs/performance.md): about 59.8 KB steady for its two sensors, a 5-slot median,
-# 30-reading batches and the spool (its window full, no service acknowledging); it runs in 64 KB and
+# 30-reading batches and the spool (the service acknowledging); it runs in 64 KB and
 # not in 56 KB, which the estimate with _HEAP_USE reproduces (tests/test_device_config.py). The
 # spool's batches are on flash: only its window and the batch being sent are in RAM.
 _RUNTIME_BYTES = 54_500  # code, TLS context, MQTT client, spool, loop: the node with nothing to sample
