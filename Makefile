@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 ESP32_STUBS := $(VENV)/esp32-stubs
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-packages test run lint typecheck check clean bench-firmware bench
+.PHONY: help setup system-packages test run lint typecheck check clean bench-firmware bench flash deploy
 
 help:
 	@echo "make run     start the local stack, the ingest service and 3 simulated nodes (Ctrl-C stops all)"
@@ -16,6 +16,9 @@ help:
 	@echo "make check   ruff and mypy"
 	@echo "make bench-firmware   filter cost, payload size, the node's heap (results: docs/performance.md)"
 	@echo "make bench   the ingest pipeline against its references on the real stack (BENCH_ARGS='--quick', '--docs')"
+	@echo "make flash PORT=/dev/ttyUSB0 DEVICE=node-01 FIRMWARE=ESP32_GENERIC-....bin [SITE=name] [DRY_RUN=1]"
+	@echo "            erase a board, write MicroPython, deploy the node (docs/field-guide.md)"
+	@echo "make deploy PORT=/dev/ttyUSB0 DEVICE=node-01 [SITE=name] [DRY_RUN=1]   update the node on a board"
 
 setup: $(STAMP) $(ESP32_STUBS)/.installed system-packages
 
@@ -39,6 +42,17 @@ test: setup check
 
 run: setup
 	$(BIN)/fieldlink run
+
+# Boards (docs/field-guide.md): the Python side only, no database or broker packages needed.
+_BOARD_ARGS = $(if $(SITE),--site $(SITE)) $(if $(DRY_RUN),--dry-run)
+
+flash: $(STAMP)
+	@test -n "$(PORT)" -a -n "$(DEVICE)" || { echo "usage: make flash PORT=/dev/ttyUSB0 DEVICE=node-01 FIRMWARE=path.bin [SITE=name] [DRY_RUN=1]"; exit 2; }
+	$(BIN)/fieldlink flash $(PORT) $(DEVICE) $(if $(FIRMWARE),--firmware $(FIRMWARE)) $(_BOARD_ARGS)
+
+deploy: $(STAMP)
+	@test -n "$(PORT)" -a -n "$(DEVICE)" || { echo "usage: make deploy PORT=/dev/ttyUSB0 DEVICE=node-01 [SITE=name] [DRY_RUN=1]"; exit 2; }
+	$(BIN)/fieldlink deploy $(PORT) $(DEVICE) $(_BOARD_ARGS)
 
 bench-firmware: setup
 	$(BIN)/python -m tools.bench.firmware $(BENCH_ARGS)

@@ -26,6 +26,16 @@ COMMANDS = [
     ["ingest"],
     ["simulate"],
     ["run"],
+    ["site"],
+    ["site", "set"],
+    ["site", "wifi"],
+    ["site", "show"],
+    ["site", "list"],
+    ["site", "rm"],
+    ["flash"],
+    ["deploy"],
+    ["image"],
+    ["monitor"],
 ]
 
 

@@ -31,6 +31,9 @@ class StackState:
     pids: dict[str, int] = field(default_factory=dict)
     # Per service in `pids`. Files written before it existed lack it: those PIDs are checked by name only.
     started: dict[str, ProcessMark] = field(default_factory=dict)
+    # Names and addresses field nodes reach the broker by (`stack up --public-name`): the broker's
+    # certificate carries them besides BROKER_NAMES, and the broker then listens on every interface.
+    public_names: list[str] = field(default_factory=list)
 
 
 class Home:

@@ -147,7 +147,8 @@ acl_file {home.root / "mosquitto" / "acl"}
 plugin {plugin}
 plugin_opt_config_file {home.root / "mosquitto" / "dynsec.json"}
 
-listener {state.mqtt_port} 127.0.0.1
+# Every interface once field nodes are to reach it by a public name (`stack up --public-name`).
+listener {state.mqtt_port}{"" if state.public_names else " 127.0.0.1"}
 # The minimum version (since Mosquitto 2.0): TLS 1.2 and 1.3.
 tls_version tlsv1.2
 ciphers {_TLS12_CIPHERS}
@@ -252,6 +253,27 @@ def _common_name(cert: Path) -> str | None:
     return str(names[0].value) if names else None
 
 
+def _server_names(cert: Path) -> set[str]:
+    """The DNS names and IP addresses a server certificate carries (none if unreadable)."""
+    try:
+        alt = x509.load_pem_x509_certificate(cert.read_bytes()).extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        )
+    except (OSError, ValueError, x509.ExtensionNotFound):
+        return set()
+    return {str(n) for n in alt.value.get_values_for_type(x509.DNSName)} | {
+        str(a) for a in alt.value.get_values_for_type(x509.IPAddress)
+    }
+
+
+def _public_name(name: str) -> str:
+    from tools._site import valid_host
+
+    if not valid_host(name):
+        raise UsageError(f"--public-name {name[:80]!r} is not a host name or IPv4 address")
+    return name
+
+
 def _binary(name: str) -> str | None:
     """The program's path; Debian puts mosquitto in /usr/sbin, often not on a user's PATH."""
     return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
@@ -352,18 +374,15 @@ class Stack:
             BrokerControl("127.0.0.1", state.mqtt_port, self.home.pki_files, self.home.broker_pid_path).reload_crl()
         return issued
 
-    def prepare_pki(self) -> None:
+    def prepare_pki(self, public_names: list[str] | None = None) -> None:
         ca = CertificateAuthority(self.home.pki)
         if not ca.exists():
             ca.create()
         pki = self.home.pki_files
-        if not pki.broker_cert.exists():
-            ca.issue(
-                "localhost",
-                pki.broker_cert,
-                pki.broker_key,
-                server_names=BROKER_NAMES,
-            )
+        names = tuple(dict.fromkeys([*BROKER_NAMES, *(public_names or [])]))
+        # Issued again when the names a field node checks have changed (`stack up --public-name`).
+        if not pki.broker_cert.exists() or _server_names(pki.broker_cert) != set(names):
+            ca.issue("localhost", pki.broker_cert, pki.broker_key, server_names=names)
         for identity, (cert, key) in (
             (INGEST_IDENTITY, (pki.ingest_cert, pki.ingest_key)),
             (ADMIN_IDENTITY, (pki.admin_cert, pki.admin_key)),
@@ -382,12 +401,18 @@ class Stack:
         mqtt_port: int | None = None,
         influx_port: int | None = None,
         influx_rpc_port: int | None = None,
+        public_names: list[str] | None = None,
     ) -> str:
-        """Start what is not running; returns a sentence saying what happened."""
+        """Start what is not running; returns a sentence saying what happened. `public_names` (None:
+        as before) are the names the broker's certificate carries for field nodes."""
         state, notes = self._load_checked()
         for note in notes:
             log.warning(note)
         running = set(state.pids)
+        if public_names is not None:
+            public_names = [_public_name(name) for name in public_names]
+        if "mosquitto" in running and public_names is not None and public_names != state.public_names:
+            raise UsageError("the broker is running; run `fieldlink stack down` before changing its public names")
         if running == {"mosquitto", "influxdb"}:
             if any(p is not None for p in (mqtt_port, influx_port, influx_rpc_port)):
                 raise UsageError("the stack is already up; run `fieldlink stack down` to change its ports")
@@ -405,6 +430,8 @@ class Stack:
             state.influx_port = influx_port
         if influx_rpc_port is not None:
             state.influx_rpc_port = influx_rpc_port
+        if public_names is not None:
+            state.public_names = public_names
         wanted = [("mosquitto", state.mqtt_port), ("influxdb", state.influx_port)]
         if "influxdb" not in running:
             wanted.append(("influxdb rpc", state.influx_rpc_port))
@@ -416,7 +443,7 @@ class Stack:
                     "(later runs keep it)"
                 )
         self.home.ensure()
-        self.prepare_pki()
+        self.prepare_pki(state.public_names)
         self.home.logs.mkdir(exist_ok=True)
         mosq_dir = self.home.root / "mosquitto"
         mosq_dir.mkdir(exist_ok=True)
@@ -463,8 +490,13 @@ class Stack:
                 self.home.broker_pid_path.unlink(missing_ok=True)
             self.home.save_state(state)
             raise
+        public = (
+            f"; field nodes reach the broker as {', '.join(state.public_names)} on port {state.mqtt_port}"
+            if state.public_names
+            else ""
+        )
         return (
-            f"stack up: mosquitto on mqtts://127.0.0.1:{state.mqtt_port} (mutual TLS), "
+            f"stack up: mosquitto on mqtts://127.0.0.1:{state.mqtt_port} (mutual TLS{public}), "
             f"influxdb on http://127.0.0.1:{state.influx_port} (database {state.database}, users in "
             f"{self.home.influx_credentials_path}); state in {self.home.root}"
         )

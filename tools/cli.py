@@ -19,6 +19,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ingest import IngestError, RegistryError, WorkerPlan, check_labels
 from tools._config import DeviceConfig, bounds, compile_sensing, load_sensing, markdown_table, settings
+from tools._deploy import bundle_files
 from tools._devices import (
     add_device,
     configure_device,
@@ -30,9 +31,11 @@ from tools._devices import (
     show_device,
 )
 from tools._errors import EnvironmentProblem, FieldlinkError, ServiceFailed, UsageError
+from tools._field import COMMANDS as FIELD_COMMANDS
 from tools._home import Home
 from tools._process import port_free, stop_pid, wait_port
 from tools._simulate import start_node
+from tools._site import load_site
 from tools._stack import Stack
 
 _CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -63,9 +66,27 @@ def stack() -> None:
 @click.option("--mqtt-port", type=click.IntRange(1, 65535), help="MQTT over TLS port (default 18883).")
 @click.option("--influx-port", type=click.IntRange(1, 65535), help="InfluxDB HTTP port (default 18086).")
 @click.option("--influx-rpc-port", type=click.IntRange(1, 65535), help="InfluxDB RPC port (default 18088).")
-def stack_up(mqtt_port: int | None, influx_port: int | None, influx_rpc_port: int | None) -> None:
+@click.option(
+    "--public-name",
+    "public_names",
+    multiple=True,
+    metavar="HOST",
+    help="A name or address field nodes reach the broker by (repeatable): the broker's certificate carries "
+    "it and the broker listens on every interface. Later runs keep it.",
+)
+@click.option("--local-only", is_flag=True, help="Drop the public names: the broker serves 127.0.0.1 alone again.")
+def stack_up(
+    mqtt_port: int | None,
+    influx_port: int | None,
+    influx_rpc_port: int | None,
+    public_names: tuple[str, ...],
+    local_only: bool,
+) -> None:
     """Create the development PKI if needed and start Mosquitto and InfluxDB."""
-    click.echo(Stack(_home()).up(mqtt_port, influx_port, influx_rpc_port))
+    if public_names and local_only:
+        raise UsageError("--public-name and --local-only contradict each other")
+    names = [] if local_only else list(public_names) or None
+    click.echo(Stack(_home()).up(mqtt_port, influx_port, influx_rpc_port, public_names=names))
 
 
 @stack.command("down", context_settings=_CONTEXT)
@@ -128,16 +149,28 @@ def _setting_options(command: Callable[..., None]) -> Callable[..., None]:
     help="A sensing config (sensors, buses, filters; JSON) instead of the simulated defaults.",
 )
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="A label (repeatable), e.g. site=plant-2.")
+@click.option(
+    "--site", help="The site (`fieldlink site`) whose Wi-Fi and broker the bundle takes; labels it site=NAME."
+)
 @_setting_options
-def device_add(device_id: str, sensing: Path | None, labels: tuple[str, ...], **overrides: int | None) -> None:
+def device_add(
+    device_id: str, sensing: Path | None, labels: tuple[str, ...], site: str | None, **overrides: int | None
+) -> None:
     """Issue a certificate for DEVICE_ID, write its bundle and register it."""
+    home = _home()
+    chosen = _labels(labels)
+    if site is not None:
+        load_site(home, site).device_settings(site)  # a site a board could not use fails before anything
+        chosen["site"] = site
     new, bundle = add_device(
-        _home(),
+        home,
         device_id,
         sensing=load_sensing(sensing) if sensing else None,
-        labels=_labels(labels),
+        labels=chosen,
         **overrides,
     )
+    if site is not None:
+        bundle_files(home, device_id, site)  # the site's broker and Wi-Fi into the bundle's config
     cert = new.certificates[-1]
     click.echo(f"device {new.id} registered; bundle in {bundle} (certificate {cert.cert_id}, serial {cert.serial})")
 
@@ -498,6 +531,11 @@ Press Ctrl-C to stop everything this command started."""
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+# flash, deploy, image, monitor and site (tools/_field.py)
+for _command in FIELD_COMMANDS:
+    cli.add_command(_command)
 
 
 def main() -> None:
