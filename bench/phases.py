@@ -450,8 +450,9 @@ class ProbePoller(threading.Thread):
                 self.swept += 1
         self._client.close()
 
-    def latencies(self) -> list[float]:
-        return sorted(seen - t for (_, t), seen in self.seen.items())
+    def latencies(self, since_ms: int = 0) -> list[float]:
+        """Latencies of the probes stamped at `since_ms` or later (the warm-up's are not)."""
+        return sorted(seen - t for (_, t), seen in self.seen.items() if t >= since_ms)
 
 
 def _percentile(values: list[float], p: float) -> float:
@@ -485,14 +486,15 @@ def live_load(
     devices = devices or run.devices
     spec["probe_every"] = max(1, round(rate / run.sizes.probes_per_s))
     generators = b.generators(spec, devices, run.sizes.generators)
+    warm_at = max(b.read_line(g, "warm", 300)["at"] for g in generators)
     cpu = CpuWindow(_roles(b, service=[service.popen.pid], generator=[g.popen.pid for g in generators]))
     cpu.start()
     clock = time.monotonic()
     split: dict[str, Any] | None = None
     while any(g.popen.poll() is None for g in generators):
         elapsed = time.monotonic() - clock
-        if split is None and elapsed >= duration:
-            split = cpu.stop()  # while the generators still live, their CPU counts
+        if split is None and elapsed >= max(duration - 0.5, duration * 0.8):
+            split = cpu.stop()  # a little before the generators end and take their CPU time along
         if during is not None:
             during(elapsed)
         time.sleep(0.1)
@@ -507,7 +509,8 @@ def live_load(
         "made": sum(r["made"] for r in results),
         "acked_messages": sum(r["acked_messages"] for r in results),
         "acked_points": sum(r["acked_points"] for r in results),
-        "msgs_per_s": sum(r["made"] for r in results) / duration,
+        "msgs_per_s": sum(r["made"] - r["warm_up"] for r in results) / duration,
+        "warm_at_ms": int(warm_at * 1000),
         "max_backlog": max(r["max_backlog"] for r in results),
         "connect_failures": sum(r["connect_failures"] for r in results),
         "devices": len(devices),
@@ -549,7 +552,7 @@ def measure_latency(run: Run, shape: int, rate: float) -> dict[str, Any]:
     poller.sweep()
     counters = _counters(port) or {}
     b.stop(service)
-    latencies = poller.latencies()
+    latencies = poller.latencies(load["warm_at_ms"])
     return {
         "shape": shape,
         "rate_asked": rate,
