@@ -207,6 +207,7 @@ async def _compare(
                 "written": written,
                 "counted": counted,
                 "correct": counted == written,
+                "check": {"expected": written, "counted": counted, "ok": counted == written},
             }
     return results
 
