@@ -169,7 +169,7 @@ def test_cli_config_check(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         't                    sim      ["offset", -0.5] -> ["delta", 0.05, true]',
-        f"{good}: 1 sensor(s), valid; the node needs about 79 KB of its 107 KB heap",
+        f"{good}: 1 sensor(s), valid; the node needs about 57 KB of its 107 KB heap",
     ]
     bad = tmp_path / "bad.json"
     bad.write_text(
