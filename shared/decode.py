@@ -42,8 +42,10 @@ class BadTopic(ProtocolError):
 
 
 MAX_STATUS_BYTES = 2048
-# Sequences per list in one ack message (docs/protocol.md); more go in several messages.
-MAX_ACK_SEQS = 256
+# Sequences per list in one ack message (docs/protocol.md); more go in several messages. Sized so that
+# the longest ack (both lists full of 16-digit sequences, to a 64-character device id) fits the 2,048
+# bytes of an incoming packet that the node's MQTT client takes (MQTTClient.max_incoming).
+MAX_ACK_SEQS = 56
 # Integers a device sends (seq, t0, status counters) fit a float exactly, as JSON readers elsewhere need.
 MAX_INT = 2**53
 MAX_OFFSET_MS = 2**31
