@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     # Readings stamped further than this in the future are refused (`clock_skew`).
     max_clock_skew_s: float = 300.0
     # Readings older than this are refused (`too_old`; a t0 of 0 is 1970). 30 days: far longer than
-    # the longest outage a device's outbox can hold (24 KiB by default, about an hour of readings).
+    # the longest outage a device's flash spool holds (1 MiB by default, about 4.4 hours of readings).
     max_reading_age_s: float = 30 * 24 * 3600.0
     # Distinct sensor names a device may ever use (its InfluxDB series), kept in the registry.
     max_sensors_per_device: int = 128
