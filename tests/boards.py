@@ -97,7 +97,12 @@ def tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-ADC_SENSING = {"sensors": [{"name": "soil", "type": "adc", "pin": 34, "scale": 2.0}]}
+# A board's sensor, sampled fast and sent soon, so that a node's readings arrive within a second or two.
+ADC_SENSING = {
+    "sample_interval_ms": 200,
+    "batch": {"max_age_ms": 1000},
+    "sensors": [{"name": "soil", "type": "adc", "pin": 34, "scale": 2.0}],
+}
 
 
 def field_device(

@@ -179,20 +179,29 @@ def site_for(home: Home, device_id: str, site: str | None) -> str:
     return labelled
 
 
-def bundle_files(home: Home, device_id: str, site_name: str) -> dict[str, bytes]:
-    """The bundle as the board gets it (`bundle/config.json` with the site's broker and Wi-Fi, the
-    certificate, key and CA in DER); the config with the site's settings is also written back to the
-    bundle on this machine, so that both say the same."""
-    bundle = home.device_dir(device_id)
-    path = bundle / "config.json"
+def site_config(home: Home, device_id: str, site_name: str) -> dict[str, Any]:
+    """The device's config with its site's broker and Wi-Fi, also written back to its bundle on this
+    machine, so that the bundle and the board say the same."""
+    path = home.device_dir(device_id) / "config.json"
     if not path.is_file():
-        raise UsageError(f"no bundle for device {device_id!r} in {bundle}; add it with `fieldlink device add`")
+        raise UsageError(f"no bundle for device {device_id!r} in {path.parent}; add it with `fieldlink device add`")
     try:
-        config: dict[str, Any] = json.loads(path.read_text())
-        tls = config["tls"]
-        names = [tls["ca"], tls["cert"], tls["key"]]
-    except (ValueError, KeyError, TypeError) as exc:
+        config = json.loads(path.read_text())
+        if not isinstance(config, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as exc:
         raise UsageError(f"{path} is damaged ({exc}); add the device again") from exc
+    config = apply_site(config, load_site(home, site_name), site_name)
+    text = (json.dumps(config, indent=2) + "\n").encode()
+    if path.read_bytes() != text:
+        write_atomic(path, text)
+    return config
+
+
+def bundle_files(home: Home, device_id: str, site_name: str) -> dict[str, bytes]:
+    """The bundle as the board gets it: `bundle/config.json` with the site's settings, and the
+    certificate, key and CA in DER (the node's TLS reads DER)."""
+    config = site_config(home, device_id, site_name)
     simulated = [s.get("name") for s in config.get("sensors", []) if isinstance(s, dict) and s.get("type") == "sim"]
     if simulated:
         raise UsageError(
@@ -200,15 +209,17 @@ def bundle_files(home: Home, device_id: str, site_name: str) -> dict[str, bytes]
             "simulator has; give it the board's sensors first: `fieldlink device configure "
             f"{device_id} SENSING.json` (docs/field-guide.md)"
         )
-    config = apply_site(config, load_site(home, site_name), site_name)
-    text = (json.dumps(config, indent=2) + "\n").encode()
-    files = {f"{BUNDLE}/config.json": text}
+    bundle = home.device_dir(device_id)
+    try:
+        tls = config["tls"]
+        names = [tls["ca"], tls["cert"], tls["key"]]
+    except (KeyError, TypeError) as exc:
+        raise UsageError(f"{bundle / 'config.json'} is damaged (no tls files); add the device again") from exc
+    files = {f"{BUNDLE}/config.json": (json.dumps(config, indent=2) + "\n").encode()}
     for name in names:
-        if "/" in name or not (bundle / name).is_file():
+        if not isinstance(name, str) or "/" in name or not (bundle / name).is_file():
             raise UsageError(f"the bundle of {device_id!r} lacks {name}; add the device again")
         files[f"{BUNDLE}/{name}"] = (bundle / name).read_bytes()
-    if path.read_bytes() != text:
-        write_atomic(path, text)
     return files
 
 

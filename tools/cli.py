@@ -19,7 +19,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ingest import IngestError, RegistryError, WorkerPlan, check_labels
 from tools._config import DeviceConfig, bounds, compile_sensing, load_sensing, markdown_table, settings
-from tools._deploy import bundle_files
+from tools._deploy import site_config
 from tools._devices import (
     add_device,
     configure_device,
@@ -170,7 +170,7 @@ def device_add(
         **overrides,
     )
     if site is not None:
-        bundle_files(home, device_id, site)  # the site's broker and Wi-Fi into the bundle's config
+        site_config(home, device_id, site)  # the site's broker and Wi-Fi into the bundle's config
     cert = new.certificates[-1]
     click.echo(f"device {new.id} registered; bundle in {bundle} (certificate {cert.cert_id}, serial {cert.serial})")
 
