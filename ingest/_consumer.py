@@ -31,7 +31,7 @@ from ingest._errors import RejectedMessage, StorageError
 from ingest._registry import Registry
 from ingest._settings import Settings
 from ingest._storage import Storage
-from ingest._writer import PointWriter, to_text
+from ingest._writer import PointWriter, health_text, to_text
 from shared import decode, protocol
 
 log = logging.getLogger("fieldlink.ingest")
@@ -149,10 +149,11 @@ class Verifier:
         certificate the registry does not know for the device is refused, and so is the device's data
         from then on, until a status names a known one."""
         try:
-            online, counters, error, cert = decode.decode_status(payload)
+            report: dict[str, Any] = decode.decode_status_report(payload)
         except decode.ProtocolError as exc:
             raise RejectedMessage(exc.reason, str(exc)) from exc
         self.require_active(device_id)
+        cert = report["cert"]
         if cert is not None:
             if not self._registry.certificate_known(device_id, cert):
                 self._unknown_certificate.add(device_id)
@@ -160,7 +161,15 @@ class Verifier:
                     "unknown_certificate", f"device {device_id!r} reports certificate {cert}, which it was not issued"
                 )
             self._unknown_certificate.discard(device_id)
-        return {"online": online, "counters": counters, "error": error, "cert": cert}
+        return report
+
+    def status_time(self, report: dict[str, Any], now_ms: int) -> int:
+        """When a status is stored: the device's own time if it gave one within the skew and age
+        limits (so a retained status delivered again overwrites its own point), else now."""
+        t = report["t"]
+        if t is not None and now_ms - self._max_age_ms <= t <= now_ms + self._max_skew_ms:
+            return int(t)
+        return now_ms
 
     def check(self, topic: str, payload: bytes, now_ms: int) -> tuple[str, int, list[tuple[int, str, float]], int]:
         """Return (device, seq, readings with values, count of failed reads) or raise RejectedMessage."""
@@ -222,7 +231,8 @@ class Verifier:
 
 @dataclass(slots=True)
 class Accepted:
-    """A data message that passed every check and waits for its batch to be stored."""
+    """A message that passed every check and waits for its batch to be stored: a data message, or
+    a status (`is_status`, its health point in `text`, no sequence)."""
 
     topic: str
     device_id: str
@@ -231,6 +241,7 @@ class Accepted:
     failed: int
     newest: int | None
     text: str  # its points' line protocol ("" without any)
+    is_status: bool = False
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -406,8 +417,7 @@ class Consumer:
         while True:
             try:
                 if is_status:
-                    self._handle_status(topic, payload)
-                    return None
+                    return self._handle_status(topic, payload)
                 return self._check_data(topic, payload)
             except sqlite3.OperationalError as exc:
                 delay = await self._registry_unavailable(exc, delay)
@@ -436,7 +446,8 @@ class Consumer:
         await self._finish(stored)
         seqs: dict[str, list[int]] = {}
         for item, _ in stored:
-            seqs.setdefault(item.device_id, []).append(item.seq)
+            if not item.is_status:
+                seqs.setdefault(item.device_id, []).append(item.seq)
         for device_id, device_seqs in seqs.items():
             self._tell_device(device_id, device_seqs, [])
 
@@ -467,6 +478,9 @@ class Consumer:
 
     def _count(self, item: Accepted, written: bool) -> None:
         stats = self._stats
+        if item.is_status:
+            stats.counters["status_stored"] += 1
+            return
         stats.counters["stored_messages"] += 1
         if written:
             stats.counters["stored_points"] += len(item.readings)
@@ -483,7 +497,8 @@ class Consumer:
                 latest[sensor] = {"time_ms": timestamp_ms, "value": value}
         stats.last_seen[item.device_id] = int(time.time() * 1000)
 
-    def _handle_status(self, topic: str, payload: bytes) -> None:
+    def _handle_status(self, topic: str, payload: bytes) -> Accepted:
+        """Check a status; note it for the API; its health point goes to InfluxDB with the data."""
         try:
             device_id, _ = decode.parse_topic(topic)
         except decode.ProtocolError as exc:
@@ -495,6 +510,8 @@ class Consumer:
             suppressed = self.log_limiter.allow((device_id, "reports"))
             if suppressed is not None:
                 log.warning("device %s reports: %s%s", device_id, escape(status["error"]), _suppressed(suppressed))
+        at_ms = self._verifier.status_time(status, int(time.time() * 1000))
+        return Accepted(topic, device_id, -1, [], 0, None, health_text(device_id, status, at_ms), is_status=True)
 
     async def _write_with_retry(self, batch: list[Accepted]) -> list[tuple[Accepted, bool]]:
         """Retry until InfluxDB or the spool takes the points: holding the messages back is how we lose
@@ -527,8 +544,10 @@ class Consumer:
                 # refuses by writing each alone; the others are stored.
                 with_points = [item for item in batch if item.text]
                 if len(with_points) == 1:
-                    exc.batch = (with_points[0].device_id, with_points[0].seq)
-                    self._refuse(with_points[0].topic, "message", exc)
+                    refused = with_points[0]
+                    if not refused.is_status:
+                        exc.batch = (refused.device_id, refused.seq)
+                    self._refuse(refused.topic, "status" if refused.is_status else "message", exc)
                     return [(item, True) for item in batch if item is not with_points[0]]
                 stored: list[tuple[Accepted, bool]] = []
                 for item in batch:

@@ -33,9 +33,10 @@ _DEVICE_TAG = b"device="
 
 
 def device_of(line: bytes) -> str:
-    """The device tag of one line of our line protocol (`readings,device=<id>,sensor=... value=...`)."""
+    """The device tag of one line of our line protocol (`readings,device=<id>,sensor=... value=...`,
+    `health,device=<id> online=...`)."""
     parts = line.split(b",", 2)
-    tag = parts[1] if len(parts) > 1 else b""
+    tag = parts[1].split(b" ", 1)[0] if len(parts) > 1 else b""  # `health,device=<id> online=...` too
     return tag[len(_DEVICE_TAG) :].decode("utf-8", "replace") if tag.startswith(_DEVICE_TAG) else ""
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 from influxdb_client.client.influxdb_client import InfluxDBClient
@@ -21,6 +21,7 @@ from ingest._errors import RejectedMessage, StorageError
 from ingest._settings import Settings
 
 MEASUREMENT = "readings"
+HEALTH_MEASUREMENT = "health"
 
 
 def to_text(device_id: str, readings: Iterable[tuple[int, str, float]]) -> str:
@@ -34,6 +35,18 @@ def to_text(device_id: str, readings: Iterable[tuple[int, str, float]]) -> str:
     return "\n".join(
         [f"{prefix}{sensor} value={float(value)!r} {timestamp_ms}" for timestamp_ms, sensor, value in readings]
     )
+
+
+def health_text(device_id: str, report: dict[str, Any], time_ms: int) -> str:
+    """One line of the `health` measurement for a device's status (docs/schema.md): `online`, its
+    counters and health numbers as integers, its health words as strings. Every name and word passed
+    shared.decode's checks (ids, known words, a version of a-z 0-9 . - _), so nothing needs escaping;
+    a counter cannot take a health field's name, so each field keeps one type."""
+    fields = ["online=" + ("true" if report["online"] else "false")]
+    fields += [f"{name}={int(count)}i" for name, count in sorted(report["counters"].items())]
+    for name, value in sorted(report["health"].items()):
+        fields.append(f'{name}="{value}"' if isinstance(value, str) else f"{name}={int(value)}i")
+    return f"{HEALTH_MEASUREMENT},device={device_id} {','.join(fields)} {time_ms}"
 
 
 class PointWriter(Protocol):

@@ -231,8 +231,33 @@ def encode_ack(stored, refused):
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
+# A status's `health` (docs/protocol.md): integers in bounds, and words from a known set. Keys not
+# listed are left out (a newer node may report more); counters may not take these names, so that a
+# field of the service's `health` measurement always has one type.
+HEALTH_INTS = {
+    "uptime_s": (0, MAX_INT),
+    "heap_free": (0, MAX_INT),
+    "heap_largest": (0, MAX_INT),
+    "boot_count": (0, MAX_INT),
+    "rssi_dbm": (-127, 0),
+}
+HEALTH_WORDS = {
+    "reset_cause": ("power_on", "hard", "watchdog", "deep_sleep", "soft", "brownout", "panic", "unknown"),
+    "ntp": ("synced", "unsynced"),
+}
+MAX_FIRMWARE_VERSION = 32
+
+
 def decode_status(payload):
     """Decode a device's status message; returns (online, counters dict, error or None, cert or None)."""
+    report = decode_status_report(payload)
+    return report["online"], report["counters"], report["error"], report["cert"]
+
+
+def decode_status_report(payload):
+    """Decode a device's status message whole: a dict of online, counters, error, cert (None when
+    absent), t (the device's epoch ms when it made the status, or None) and health (a dict of the
+    known health fields it reports, checked)."""
     if len(payload) > MAX_STATUS_BYTES:
         raise PayloadTooLarge("status of " + str(len(payload)) + " bytes exceeds " + str(MAX_STATUS_BYTES))
     obj = _loads(payload, "status")
@@ -242,6 +267,41 @@ def decode_status(payload):
         raise
     except _BAD_INPUT as exc:
         raise MalformedPayload("status cannot be checked: " + _describe(exc))
+
+
+def _health(obj):
+    health = obj.get("health", {})
+    if not isinstance(health, dict):
+        raise MalformedPayload("status field 'health' must be an object")
+    checked = {}
+    for name, value in health.items():
+        if name in HEALTH_INTS:
+            low, high = HEALTH_INTS[name]
+            if not _is_int(value) or not low <= value <= high:
+                raise MalformedPayload(
+                    "health "
+                    + repr(name)
+                    + " must be an integer in ["
+                    + str(low)
+                    + ", "
+                    + str(high)
+                    + "], got "
+                    + _show(value)
+                )
+        elif name in HEALTH_WORDS:
+            if value not in HEALTH_WORDS[name]:
+                raise MalformedPayload("health " + repr(name) + " must be one of " + ", ".join(HEALTH_WORDS[name]))
+        elif name == "fw":
+            if not valid_id(value) or len(value) > MAX_FIRMWARE_VERSION:
+                raise MalformedPayload(
+                    "health 'fw' must be a version of at most "
+                    + str(MAX_FIRMWARE_VERSION)
+                    + " characters a-z 0-9 . - _"
+                )
+        else:
+            continue
+        checked[name] = value
+    return checked
 
 
 def _status(obj):
@@ -268,7 +328,14 @@ def _status(obj):
     cert = obj.get("cert")
     if cert is not None and not _is_cert_id(cert):
         raise MalformedPayload("status field 'cert' must be " + str(CERT_ID_LENGTH) + " lower-case hex digits")
-    return online, counters, error, cert
+    t = obj.get("t")
+    if t is not None:
+        t = _int(obj, "t", 0, MAX_INT)
+    health = _health(obj)
+    for name in counters:
+        if name in HEALTH_INTS or name in HEALTH_WORDS or name == "fw" or name == "online":
+            raise MalformedPayload("status counter " + _show(name) + " takes the name of a health field")
+    return {"online": online, "counters": counters, "error": error, "cert": cert, "t": t, "health": health}
 
 
 def _is_text(value):

@@ -1,5 +1,6 @@
 # Types of shared/decode.py for CPython's type checkers.
 from collections.abc import Sequence
+from typing import Any
 
 class ProtocolError(ValueError):
     reason: str
@@ -21,3 +22,8 @@ def decode_batch(payload: bytes) -> tuple[int, list[tuple[int, str, float | None
 def decode_batch_t0(payload: bytes) -> tuple[int, int, list[tuple[int, str, float | None]]]: ...
 def encode_ack(stored: Sequence[int], refused: Sequence[int]) -> bytes: ...
 def decode_status(payload: bytes) -> tuple[bool, dict[str, int], str | None, str | None]: ...
+def decode_status_report(payload: bytes) -> dict[str, Any]: ...
+
+HEALTH_INTS: dict[str, tuple[int, int]]
+HEALTH_WORDS: dict[str, tuple[str, ...]]
+MAX_FIRMWARE_VERSION: int

@@ -256,6 +256,7 @@ def test_unknown_certificate_refuses_status_and_data_until_a_known_one_is_named(
         "rejected": 2,
         "rejected_unknown_certificate": 2,
         "status_accepted": 1,
+        "status_stored": 1,
     }
     before = dict(harness.stats.counters)
     harness.send(STATUS, encode_status(True, {"dropped": 1}, None, CERT_ID))
@@ -263,11 +264,19 @@ def test_unknown_certificate_refuses_status_and_data_until_a_known_one_is_named(
     assert harness.delta(before) == {
         "status_received": 1,
         "status_accepted": 1,
+        "status_stored": 1,
         "received": 1,
         "stored_messages": 1,
         "stored_points": 1,
     }
-    assert harness.stats.status[DEVICE] == {"online": True, "counters": {"dropped": 1}, "error": None, "cert": CERT_ID}
+    assert harness.stats.status[DEVICE] == {
+        "online": True,
+        "counters": {"dropped": 1},
+        "error": None,
+        "cert": CERT_ID,
+        "t": None,
+        "health": {},
+    }
     device = harness.registry.get(DEVICE)
     assert device is not None and device.cert_in_use == SHA
 

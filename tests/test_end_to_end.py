@@ -74,3 +74,48 @@ def test_api_lists_devices_and_latest_readings(stack: StackInfo, ingest: IngestI
     missing = httpx.get(f"{ingest.url}/api/devices/nobody-{uid}/latest")
     assert missing.status_code == 404
     assert "not registered" in missing.json()["detail"]
+
+
+def test_a_devices_status_is_stored_as_health_points(stack: StackInfo, ingest: IngestInfo, uid: str) -> None:
+    from tests.support import mqtt_client, publish
+
+    device = f"health-{uid}"
+    bundle = stack.add_device(device)
+    t = int(time.time() * 1000) - 2000
+    status = {
+        "v": 1,
+        "online": True,
+        "t": t,
+        "counters": {"queued": 4, "dropped": 0},
+        "health": {"uptime_s": 120, "heap_free": 4100, "rssi_dbm": -71, "reset_cause": "power_on", "fw": "0.2.0"},
+    }
+    client = mqtt_client(stack.mqtt_port, bundle / "ca.pem", bundle / "cert.pem", bundle / "key.pem", device)
+    try:
+        publish(client, f"fl/v1/{device}/status", json.dumps(status).encode())
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+    def rows() -> list[dict[str, object]]:
+        series = stack.query(f"SELECT * FROM health WHERE \"device\" = '{device}'")
+        return [dict(zip(s["columns"], values, strict=True)) for s in series for values in s["values"]]
+
+    (row,) = wait_until(rows)
+    assert row == {
+        "time": t,
+        "device": device,
+        "online": True,
+        "queued": 4,
+        "dropped": 0,
+        "uptime_s": 120,
+        "heap_free": 4100,
+        "rssi_dbm": -71,
+        "reset_cause": "power_on",
+        "fw": "0.2.0",
+        # Columns of the measurement that this point does not have (other devices' fields).
+        **{
+            column: None
+            for column in row
+            if column not in status["health"] and column not in ("time", "device", "online", "queued", "dropped")
+        },
+    }

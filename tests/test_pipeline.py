@@ -137,7 +137,9 @@ def test_acks_leave_in_receive_order_and_only_after_their_batch_is_stored(regist
     rig.run(scenario)
     assert rig.acks == list(range(9))
     assert len(stored_at_ack) == 8 and all(stored_at_ack)
-    assert [len(body) for body in rig.writer.bodies] == [3, 3, 2]  # batches of N points, then by age
+    # Batches of N points, then by age; the status's health point joins the last.
+    assert [len(body) for body in rig.writer.bodies] == [3, 3, 3]
+    assert rig.writer.bodies[-1][-1].startswith("health,device=node-a online=true ")
     assert rig.stats.counters["stored_messages"] == 8 and rig.stats.counters["stored_points"] == 8
     assert set(rig.stats.latest) == set(DEVICES)
 
@@ -250,7 +252,7 @@ def test_a_database_outage_holds_every_later_ack_until_the_batch_is_stored(regis
     rig.run(scenario)
     assert rig.stats.counters["write_retries"] == 3
     assert rig.acks == [0, 1, 2, 3]
-    assert len(rig.writer.lines) == 2
+    assert len(rig.writer.lines) == 3  # two readings and the status's health point
 
 
 def test_a_device_revoked_during_a_write_outage_gets_nothing_stored(registry: Registry) -> None:
@@ -361,3 +363,29 @@ def test_nothing_is_told_before_the_batch_is_stored(registry: Registry) -> None:
 
     rig.run(scenario)
     assert acks_by_device(sent) == {"node-a": {"stored": [7], "refused": []}}
+
+
+def test_a_status_is_stored_as_a_health_point_at_the_devices_time(registry: Registry) -> None:
+    rig = Rig(registry, write_batch_points=1000, write_batch_ms=10)
+    t = now_ms() - 5000
+    report = {"dropped": 2, "queued": 1}
+    health = {"uptime_s": 60, "rssi_dbm": -67, "reset_cause": "watchdog", "ntp": "synced", "fw": "0.2.0"}
+    with_time = json.dumps({"v": 1, "online": True, "t": t, "counters": report, "health": health}).encode()
+    far_future = json.dumps({"v": 1, "online": False, "t": now_ms() + 10**9}).encode()
+
+    async def scenario(pipeline: Pipeline) -> None:
+        await rig.submit(pipeline, ("fl/v1/node-a/status", with_time))
+        await rig.submit(pipeline, ("fl/v1/node-b/status", far_future))  # its time is not trusted: now
+        await pipeline.drain()
+
+    before = now_ms()
+    rig.run(scenario)
+    first, second = rig.writer.lines
+    assert first == (
+        "health,device=node-a online=true,dropped=2i,queued=1i,"
+        f'fw="0.2.0",ntp="synced",reset_cause="watchdog",rssi_dbm=-67i,uptime_s=60i {t}'
+    )
+    fields, stamp = second.rsplit(" ", 1)
+    assert fields == "health,device=node-b online=false" and before <= int(stamp) <= now_ms()
+    assert rig.stats.counters["status_stored"] == 2 and rig.acks == [0, 1]
+    assert rig.stats.status["node-a"]["health"] == health

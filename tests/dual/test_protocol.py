@@ -339,3 +339,59 @@ def test_the_longest_ack_fits_what_the_node_takes_and_decodes():
     topic = protocol.ack_topic("d" * protocol.MAX_ID_LENGTH)
     assert 2 + len(topic) + len(payload) <= MQTTClient.max_incoming  # a QoS 0 PUBLISH's variable part
     assert protocol.decode_ack(payload) == (most, most)
+
+
+def _status(**fields):
+    obj = {"v": 1, "online": True}
+    obj.update(fields)
+    return json.dumps(obj).encode()
+
+
+def test_a_status_reports_its_time_and_health():
+    health = {
+        "uptime_s": 3600,
+        "heap_free": 4096,
+        "heap_largest": 2048,
+        "rssi_dbm": -67,
+        "reset_cause": "watchdog",
+        "boot_count": 3,
+        "ntp": "synced",
+        "fw": "0.2.0",
+        "from_a_newer_node": 1,  # not known: left out
+    }
+    report = decode.decode_status_report(_status(t=1795311729979, counters={"dropped": 2}, health=health))
+    del health["from_a_newer_node"]
+    assert report == {
+        "online": True,
+        "counters": {"dropped": 2},
+        "error": None,
+        "cert": None,
+        "t": 1795311729979,
+        "health": health,
+    }
+    assert decode.decode_status_report(_status())["health"] == {}
+    assert decode.decode_status_report(_status())["t"] is None
+
+
+def test_a_status_health_out_of_bounds_is_malformed():
+    bad = [
+        {"t": -1},
+        {"t": 2**53 + 1},
+        {"t": "now"},
+        {"health": []},
+        {"health": {"rssi_dbm": 5}},
+        {"health": {"rssi_dbm": -128}},
+        {"health": {"uptime_s": -1}},
+        {"health": {"heap_free": 1.5}},
+        {"health": {"boot_count": True}},
+        {"health": {"reset_cause": "gremlins"}},
+        {"health": {"ntp": "maybe"}},
+        {"health": {"fw": "1.0 beta"}},
+        {"health": {"fw": "x" * 33}},
+        {"health": {"fw": 2}},
+        {"counters": {"rssi_dbm": 1}},  # a counter may not take a health field's name
+        {"counters": {"fw": 1}},
+        {"counters": {"online": 1}},
+    ]
+    for fields in bad:
+        raises(decode.MalformedPayload, decode.decode_status_report, _status(**fields))
