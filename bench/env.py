@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 import httpx
 
@@ -273,7 +273,7 @@ class Bench:
             raise BenchError(f"the ingest service did not listen on {port}; see {process.log}:\n{_tail(process.log)}")
         return process
 
-    _http: httpx.Client | None = None
+    _http: ClassVar[httpx.Client | None] = None
 
     @classmethod
     def health(cls, port: int) -> dict[str, Any]:

@@ -310,8 +310,9 @@ def render(results: dict[str, Any], source: Path | str | None = None) -> str:
     if crowded:
         w("")
         w(
-            "Measured while other work on the machine took half a core or more and left it no idle time (read "
-            "these with care): " + "; ".join(crowded) + "."
+            "Measured while other work on the machine took half a core or more (read these with care): "
+            + "; ".join(crowded)
+            + "."
         )
     errors = [f"{name}: {p['error']}" for name, p in phases.items() if isinstance(p, dict) and "error" in p]
     if errors:
@@ -321,16 +322,15 @@ def render(results: dict[str, Any], source: Path | str | None = None) -> str:
 
 
 def _crowded(results: dict[str, Any]) -> list[str]:
-    """Where the machine was full (busy 1.9 cores or more of 2) and others' work took 0.5 or more."""
+    """Where other work on the machine took half a core or more (a quarter of it)."""
     found = []
 
     def walk(where: str, data: Any) -> None:
         if isinstance(data, dict):
             cpu = data.get("cpu")
             if isinstance(cpu, dict) and "cores" in cpu:
-                busy = cpu.get("machine_busy", 0) or 0
                 others = cpu["cores"].get("others", 0) or 0
-                if busy >= 1.9 and others >= 0.5:
+                if others >= 0.5:
                     found.append(f"{where} (others {others:.2f} cores)")
             for key, value in data.items():
                 if key not in ("cpu", "fill"):
