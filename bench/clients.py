@@ -3,10 +3,10 @@
 service's writer task does, to both write paths: InfluxDB 1.6.7's /write (v1) and VictoriaMetrics'
 /api/v2/write (v2, the server the tests use for it). Every point is then counted on the server.
 
-Candidates: httpx's AsyncClient (the service's v1 writer, `ingest._writer.InfluxV1Writer`, and the
-same client on the v2 path), `http.client` in a thread, and influxdb-client (the service's v2 writer,
-`ingest._writer.InfluxV2Writer`; its write API exists only for v2, so on v1 its transport, urllib3,
-is measured in a thread instead).
+Candidates: httpx's AsyncClient (the service's v1 writer until this comparison), `http.client` in a
+thread (the service's writer since: `ingest._writer.InfluxWriter`), and influxdb-client (the service's
+v2 writer until then; its write API exists only for v2, so on v1 its transport, urllib3, is measured in
+a thread instead).
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ import httpx
 import urllib3
 
 from bench.env import Bench, BenchError
-from bench.influx import HttpClientWriter, Target, batches, in_thread, time_writes
+from bench.influx import Target, batches, time_writes
 from bench.payloads import span_ms
 from ingest._settings import Settings
-from ingest._writer import InfluxV1Writer, InfluxV2Writer
+from ingest._writer import InfluxWriter
 from tools._process import free_port, stop_pid, wait_port
 
 V2_TOKEN = "bench-token"
@@ -84,25 +84,46 @@ class Urllib3Writer:
             raise RuntimeError(f"HTTP {response.status}: {response.data[:200]!r}")
 
 
-class HttpxV2Writer:
-    """httpx's AsyncClient on the v2 path, set up as the service's v1 writer is."""
+class HttpxWriter:
+    """httpx's AsyncClient, one client kept for the writer's life (its pool keeps the connection
+    alive), as the service's v1 writer had it."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, target: Target) -> None:
         self.client = httpx.AsyncClient(
-            base_url=url,
+            base_url=f"http://{target.host}:{target.port}",
             timeout=30,
-            headers={"Authorization": f"Token {V2_TOKEN}"},
+            headers=target.headers,
             limits=httpx.Limits(max_connections=4, max_keepalive_connections=4, keepalive_expiry=60.0),
         )
-        self.params = httpx.QueryParams({"org": V2_ORG, "bucket": V2_BUCKET, "precision": "ms"})
+        self.target = target
 
     async def write(self, body: bytes) -> None:
-        response = await self.client.post("/api/v2/write", params=self.params, content=body)
-        if response.status_code != 204:
+        response = await self.client.post(self.target.path, content=body)
+        if response.status_code != self.target.ok:
             raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+class InfluxClientWriter:
+    """influxdb-client's synchronous write API, in a thread, as the service's v2 writer had it."""
+
+    def __init__(self, url: str) -> None:
+        from influxdb_client.client.influxdb_client import InfluxDBClient
+        from influxdb_client.client.write_api import SYNCHRONOUS
+
+        self.client = InfluxDBClient(url=url, token=V2_TOKEN, org=V2_ORG, timeout=30_000)
+        self.api = self.client.write_api(write_options=SYNCHRONOUS)
+
+    def _write(self, body: bytes) -> None:
+        self.api.write(bucket=V2_BUCKET, org=V2_ORG, record=body, write_precision="ms")  # type: ignore[arg-type]  # a str constant in the stubs
+
+    async def write(self, body: bytes) -> None:
+        await asyncio.to_thread(self._write, body)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.client.close)
 
 
 def _candidates(bench: Bench, v2_url: str) -> dict[str, dict[str, tuple[Write, Callable[[], Awaitable[None]]]]]:
@@ -124,29 +145,26 @@ def _candidates(bench: Bench, v2_url: str) -> dict[str, dict[str, tuple[Write, C
     async def nothing() -> None:
         return None
 
-    httpx_v1 = InfluxV1Writer(v1_settings)
-    httpc_v1 = HttpClientWriter(v1_target)
+    httpx_v1 = HttpxWriter(v1_target)
+    service_v1 = InfluxWriter(v1_settings)
     urllib_v1 = Urllib3Writer(v1_target)
-    httpx_v2 = HttpxV2Writer(v2_url)
-    httpc_v2 = HttpClientWriter(v2_target)
-    client_v2 = InfluxV2Writer(v2_settings)
+    httpx_v2 = HttpxWriter(v2_target)
+    service_v2 = InfluxWriter(v2_settings)
+    client_v2 = InfluxClientWriter(v2_url)
 
-    async def close_httpc_v1() -> None:
-        httpc_v1.close()
-
-    async def close_httpc_v2() -> None:
-        httpc_v2.close()
+    async def urllib_v1_write(body: bytes) -> None:
+        await asyncio.to_thread(urllib_v1.write, body)
 
     return {
         "v1": {
-            "httpx AsyncClient (the service's v1 writer)": (httpx_v1.write, httpx_v1.close),
-            "http.client in a thread": (in_thread(httpc_v1), close_httpc_v1),
-            "urllib3 in a thread (influxdb-client's transport)": (in_thread(urllib_v1), nothing),  # type: ignore[arg-type]
+            "httpx AsyncClient": (httpx_v1.write, httpx_v1.close),
+            "http.client in a thread (the service's writer)": (service_v1.write, service_v1.close),
+            "urllib3 in a thread (influxdb-client's transport)": (urllib_v1_write, nothing),
         },
         "v2": {
             "httpx AsyncClient": (httpx_v2.write, httpx_v2.close),
-            "http.client in a thread": (in_thread(httpc_v2), close_httpc_v2),
-            "influxdb-client write API (the service's v2 writer)": (client_v2.write, client_v2.close),
+            "http.client in a thread (the service's writer)": (service_v2.write, service_v2.close),
+            "influxdb-client write API": (client_v2.write, client_v2.close),
         },
     }
 

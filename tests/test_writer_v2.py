@@ -1,4 +1,4 @@
-"""The InfluxDB v2 write path (influxdb-client) against a real server that implements /api/v2/write:
+"""The InfluxDB v2 write path (ingest._writer.InfluxWriter) against a real server that implements /api/v2/write:
 VictoriaMetrics from Debian (InfluxDB 2.x is not packaged here)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from ingest import Settings, StorageError
-from ingest._writer import InfluxV2Writer, to_text
+from ingest._writer import InfluxWriter, to_text
 from tests.support import StackInfo, extra_ingest_identity, run_node, start_ingest, wait_until
 from tools._process import free_port, stop_pid, wait_port
 
@@ -70,7 +70,7 @@ def test_v2_writer_stores_exact_points(victoria: Victoria) -> None:
     ]
 
     async def write() -> None:
-        writer = InfluxV2Writer(_settings(victoria.url))
+        writer = InfluxWriter(_settings(victoria.url))
         try:
             await writer.write(to_text("v2-node", readings).encode())
         finally:
@@ -82,7 +82,7 @@ def test_v2_writer_stores_exact_points(victoria: Victoria) -> None:
 
 def test_v2_writer_without_a_server_raises_storage_error() -> None:
     async def write() -> None:
-        writer = InfluxV2Writer(_settings(f"http://127.0.0.1:{free_port()}"))
+        writer = InfluxWriter(_settings(f"http://127.0.0.1:{free_port()}"))
         try:
             await writer.write(to_text("nobody", [(1, "t", 1.0)]).encode())
         finally:
