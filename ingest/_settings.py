@@ -27,7 +27,9 @@ _MIN_TOKEN_LENGTH = 16
 # Messages the consumer holds read but not yet acknowledged. The local broker's
 # `max_inflight_messages` (tools/_stack.py) is set from this number: the broker sends no more
 # unacknowledged QoS 1 messages than the consumer would hold, and holds back no fewer.
-MAX_UNACKED_MESSAGES = 100
+# 1,000: with 100, one reading per message made batches of 100 points and the broker waited on each
+# write before sending more (make bench: 12.9k -> 15.6k msg/s, 0.8x the bare subscriber, at 1,000).
+MAX_UNACKED_MESSAGES = 1000
 
 
 class Settings(BaseSettings):
