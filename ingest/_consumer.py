@@ -22,7 +22,7 @@ import time
 import traceback
 from collections import Counter, deque
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiomqtt
@@ -177,8 +177,9 @@ class Verifier:
 
     def check_batch(
         self, topic: str, payload: bytes, now_ms: int
-    ) -> tuple[str, int, list[tuple[int, str, float]], int, int | None]:
-        """`check`, and the batch's newest timestamp (None without readings) as the fifth element."""
+    ) -> tuple[str, int, list[tuple[int, str, float]], int, int | None, dict[str, tuple[int, float]]]:
+        """`check`, and the batch's newest timestamp (None without readings) as the fifth element, and
+        each sensor's newest stored reading (time, value) as the sixth."""
         try:
             device_id, kind = decode.parse_topic(topic)
             if kind != "data":
@@ -191,8 +192,18 @@ class Verifier:
             raise RejectedMessage(
                 "unknown_certificate", f"device {device_id!r} last reported a certificate it was not issued"
             )
-        newest = max((t for t, _, _ in readings), default=t0)
-        stored = [(t, sensor, value) for t, sensor, value in readings if value is not None]
+        # One pass over the readings (the service's hot loop at many readings per message).
+        newest = t0
+        stored: list[tuple[int, str, float]] = []
+        latest: dict[str, tuple[int, float]] = {}
+        for t, sensor, value in readings:
+            if t > newest:
+                newest = t
+            if value is not None:
+                stored.append((t, sensor, value))
+                seen = latest.get(sensor)
+                if seen is None or seen[0] <= t:
+                    latest[sensor] = (t, value)
         try:
             if newest > now_ms + self._max_skew_ms:
                 raise RejectedMessage(
@@ -202,11 +213,11 @@ class Verifier:
             if t0 < now_ms - self._max_age_ms:  # t0 is the oldest: offsets are not negative
                 days = (now_ms - t0) / 86_400_000
                 raise RejectedMessage("too_old", f"device {device_id!r} stamps readings {days:.1f} days in the past")
-            self._check_sensors(device_id, {sensor for _, sensor, _ in stored})
+            self._check_sensors(device_id, set(latest))
         except RejectedMessage as exc:  # refused for what the batch holds: the device is told
             exc.batch = (device_id, seq)
             raise
-        return device_id, seq, stored, len(readings) - len(stored), newest if readings else None
+        return device_id, seq, stored, len(readings) - len(stored), newest if readings else None, latest
 
     def _check_sensors(self, device_id: str, names: set[str]) -> None:
         """At most max_sensors_per_device distinct names per device, ever: new ones are recorded in the
@@ -242,6 +253,7 @@ class Accepted:
     newest: int | None
     text: str  # its points' line protocol ("" without any)
     is_status: bool = False
+    latest: dict[str, tuple[int, float]] = field(default_factory=dict)  # each sensor's newest (time, value)
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -430,9 +442,10 @@ class Consumer:
             )
 
     def _check_data(self, topic: str, payload: bytes) -> Accepted:
-        device_id, seq, readings, failed, newest = self._verifier.check_batch(topic, payload, int(time.time() * 1000))
+        checked = self._verifier.check_batch(topic, payload, int(time.time() * 1000))
+        device_id, seq, readings, failed, newest, latest = checked
         text = to_text(device_id, readings) if readings else ""
-        return Accepted(topic, device_id, seq, readings, failed, newest, text)
+        return Accepted(topic, device_id, seq, readings, failed, newest, text, latest=latest)
 
     async def store(self, batch: list[Accepted]) -> None:
         """Write the points of `batch` as one request (retrying while InfluxDB is down), then count each
@@ -485,13 +498,8 @@ class Consumer:
         if written:
             stats.counters["stored_points"] += len(item.readings)
         stats.counters["failed_reads"] += item.failed
-        newest: dict[str, tuple[int, float]] = {}
-        for timestamp_ms, sensor, value in item.readings:
-            seen = newest.get(sensor)
-            if seen is None or seen[0] <= timestamp_ms:
-                newest[sensor] = (timestamp_ms, value)
         latest = stats.latest.setdefault(item.device_id, {})
-        for sensor, (timestamp_ms, value) in newest.items():
+        for sensor, (timestamp_ms, value) in item.latest.items():
             current = latest.get(sensor)
             if current is None or current["time_ms"] <= timestamp_ms:
                 latest[sensor] = {"time_ms": timestamp_ms, "value": value}
