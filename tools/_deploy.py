@@ -291,7 +291,7 @@ def plan(staged: Staged, board: BoardState) -> Plan:
     missing, files of ours that the deployment no longer has."""
     copies = [p for p, sha in sorted(staged.files.items()) if board.files.get(p) != sha]
     unchanged = [p for p in sorted(staged.files) if p not in copies]
-    stale = [p for p in sorted(board.files) if p.split("/")[0] in OWNED and p not in staged.files and p != "main.py"]
+    stale = [p for p in sorted(board.files) if p.split("/")[0] in OWNED and p not in staged.files]
     return Plan([d for d in staged.dirs if d not in board.dirs], copies, stale, unchanged)
 
 
