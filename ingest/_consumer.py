@@ -265,9 +265,29 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-def mqtt_client(settings: Settings, timeout_s: float | None = None) -> aiomqtt.Client:
+def incoming_queue(counters: dict[str, int], bound: int) -> type[asyncio.Queue[Any]]:
+    """aiomqtt's queue of received messages, bounded where the broker does not bound it: QoS 1
+    messages are (by the broker's in-flight window), QoS 0 ones are not, and no fieldlink node sends
+    any. Once `bound` messages wait, a QoS 0 message is dropped and counted (`dropped_qos0`), so a
+    device flooding at QoS 0 cannot grow the service's memory; QoS 1 is never dropped."""
+
+    class IncomingQueue(asyncio.Queue[Any]):
+        def put_nowait(self, item: Any) -> None:
+            if getattr(item, "qos", 1) == 0 and self.qsize() >= bound:
+                counters["dropped_qos0"] += 1
+                return
+            super().put_nowait(item)
+
+    return IncomingQueue
+
+
+def mqtt_client(
+    settings: Settings, timeout_s: float | None = None, counters: dict[str, int] | None = None
+) -> aiomqtt.Client:
     """A client on the identity's persistent session that acknowledges nothing by itself: whatever it
-    is sent and does not acknowledge stays in the session and comes again."""
+    is sent and does not acknowledge stays in the session and comes again. QoS 0 messages beyond
+    the window are dropped (`incoming_queue`), counted in `counters`."""
+    queue = incoming_queue(counters if counters is not None else Counter(), settings.max_unacked_messages)
     client = aiomqtt.Client(
         settings.mqtt_host,
         settings.mqtt_port,
@@ -277,6 +297,7 @@ def mqtt_client(settings: Settings, timeout_s: float | None = None) -> aiomqtt.C
         tls_context=tls_context(settings),
         tls_insecure=False,
         timeout=timeout_s,
+        queue_type=queue,
     )
     # Acknowledge only after the write (aiomqtt 2.x would acknowledge on receipt).
     client._client.manual_ack_set(True)
@@ -326,7 +347,7 @@ class Consumer:
         s = self._settings
         backoff = 0.5
         while True:
-            client = mqtt_client(s)
+            client = mqtt_client(s, counters=self._stats.counters)
             paho_client = client._client
 
             def ack(token: tuple[int, int], paho_client: Any = paho_client) -> None:
@@ -348,7 +369,9 @@ class Consumer:
                             payload = message.payload
                             if not isinstance(payload, bytes | bytearray):
                                 payload = str(payload).encode()
-                            await pipeline.submit(str(message.topic), bytes(payload), (message.mid, message.qos))
+                            await pipeline.submit(
+                                str(message.topic), bytes(payload), (message.mid, message.qos), message.retain
+                            )
             except aiomqtt.MqttError as exc:
                 self._stats.mqtt_connected = False
                 self._stats.counters["mqtt_disconnects"] += 1
@@ -366,14 +389,14 @@ class Consumer:
         if accepted is not None:
             await self.store([accepted])
 
-    async def prepare(self, topic: str, payload: bytes) -> Accepted | None:
+    async def prepare(self, topic: str, payload: bytes, retained: bool = False) -> Accepted | None:
         """Count, decode and check one message. A status message is handled to its end; a data message
         that passed comes back to be stored; a refused one is counted and logged (None). Never raises
         (but when cancelled)."""
         is_status = topic.endswith("/status")
         self._stats.counters["status_received" if is_status else "received"] += 1
         try:
-            return await self._prepare_until_settled(topic, payload, is_status)
+            return await self._prepare_until_settled(topic, payload, is_status, retained)
         except RejectedMessage as exc:
             self._refuse(topic, "status" if is_status else "message", exc)
         except Exception as exc:  # a bug must cost one message, never the consumer
@@ -415,23 +438,25 @@ class Consumer:
                 frames,
             )
 
-    async def _registry_unavailable(self, exc: sqlite3.OperationalError, delay: float) -> float:
+    async def _registry_unavailable(self, exc: sqlite3.DatabaseError, delay: float) -> float:
         """Count and log a registry that cannot be read or written, wait `delay`; the next delay."""
         self._stats.counters["registry_retries"] += 1
         log.warning("device registry unavailable (%s); retrying in %.1f s", escape(str(exc), 300), delay)
         await asyncio.sleep(delay)
         return min(delay * 2, self._settings.write_retry_max_s)
 
-    async def _prepare_until_settled(self, topic: str, payload: bytes, is_status: bool) -> Accepted | None:
+    async def _prepare_until_settled(
+        self, topic: str, payload: bytes, is_status: bool, retained: bool = False
+    ) -> Accepted | None:
         """Check the message; while the registry cannot be read or written (locked past its timeout,
         a full disk), wait and try again: such a message is not refused, and so not acknowledged."""
         delay = 0.2
         while True:
             try:
                 if is_status:
-                    return self._handle_status(topic, payload)
+                    return self._handle_status(topic, payload, retained)
                 return self._check_data(topic, payload)
-            except sqlite3.OperationalError as exc:
+            except sqlite3.DatabaseError as exc:
                 delay = await self._registry_unavailable(exc, delay)
 
     def _log_refusal(self, topic: str, kind: str, reason: str, detail: str) -> None:
@@ -482,7 +507,7 @@ class Consumer:
                 try:
                     self._registry.touch(device_id, newest_ms)
                     break
-                except sqlite3.OperationalError as exc:
+                except sqlite3.DatabaseError as exc:
                     delay = await self._registry_unavailable(exc, delay)
                 except Exception:  # a bug: the points are stored all the same
                     self._stats.counters["registry_errors"] += 1
@@ -505,8 +530,10 @@ class Consumer:
                 latest[sensor] = {"time_ms": timestamp_ms, "value": value}
         stats.last_seen[item.device_id] = int(time.time() * 1000)
 
-    def _handle_status(self, topic: str, payload: bytes) -> Accepted:
-        """Check a status; note it for the API; its health point goes to InfluxDB with the data."""
+    def _handle_status(self, topic: str, payload: bytes, retained: bool = False) -> Accepted | None:
+        """Check a status; note it for the API; its health point goes to InfluxDB with the data
+        (None: it is not stored — another worker stores statuses, or it is the broker's retained copy
+        without a time of its own, which would store the same status again at another time)."""
         try:
             device_id, _ = decode.parse_topic(topic)
         except decode.ProtocolError as exc:
@@ -519,6 +546,8 @@ class Consumer:
             if suppressed is not None:
                 log.warning("device %s reports: %s%s", device_id, escape(status["error"]), _suppressed(suppressed))
         at_ms = self._verifier.status_time(status, int(time.time() * 1000))
+        if not self._settings.store_health or (retained and at_ms != status["t"]):
+            return None
         return Accepted(topic, device_id, -1, [], 0, None, health_text(device_id, status, at_ms), is_status=True)
 
     async def _write_with_retry(self, batch: list[Accepted]) -> list[tuple[Accepted, bool]]:
@@ -532,7 +561,7 @@ class Consumer:
             if recheck:
                 try:
                     batch = self._still_active(batch)
-                except sqlite3.OperationalError as exc:  # cannot tell who is revoked: write nothing yet
+                except sqlite3.DatabaseError as exc:  # cannot tell who is revoked: write nothing yet
                     delay = await self._registry_unavailable(exc, delay)
                     continue
             body = "\n".join([item.text for item in batch if item.text])
@@ -658,9 +687,10 @@ class Pipeline:
         """Messages read and not yet acknowledged."""
         return len(self._slots)
 
-    async def submit(self, topic: str, payload: bytes, token: Any) -> None:
-        """Take one message (`token` is what `ack` gets for it); waits while the window is full. Raises
-        only if the writer task failed (or when cancelled)."""
+    async def submit(self, topic: str, payload: bytes, token: Any, retained: bool = False) -> None:
+        """Take one message (`token` is what `ack` gets for it; `retained`: the broker's copy sent on
+        subscribing, not a new message); waits while the window is full. Raises only if the writer
+        task failed (or when cancelled)."""
         while len(self._slots) >= self._window:
             self._check_writer()
             self._space.clear()
@@ -668,7 +698,7 @@ class Pipeline:
         self._check_writer()
         slot = _Slot(token)
         self._slots.append(slot)
-        accepted = await self._consumer.prepare(topic, payload)
+        accepted = await self._consumer.prepare(topic, payload, retained)
         if accepted is None:  # refused, or a status message: done now
             slot.done = True
             self._release()

@@ -43,6 +43,10 @@ class SpoolError(IngestError):
     """The spool folder cannot be used (in use by another process, unwritable, changed on disk)."""
 
 
+class SpoolDamaged(SpoolError):
+    """A spool record on disk is not what was written (changed, cut, removed under the service)."""
+
+
 class SpoolFull(SpoolError):
     """The spool holds its bound: the batch stays with its messages, unacknowledged."""
 
@@ -50,9 +54,13 @@ class SpoolFull(SpoolError):
 class RejectedMessage(IngestError):
     """A message that will never be stored; `reason` is the counter it is counted under."""
 
-    def __init__(self, reason: str, detail: str, batch: tuple[str, int] | None = None) -> None:
+    def __init__(
+        self, reason: str, detail: str, batch: tuple[str, int] | None = None, dropped: int | None = None
+    ) -> None:
         super().__init__(detail)
         self.reason = reason
+        # A partial write: the database stored the other points of the request and dropped this many.
+        self.dropped = dropped
         # (device, seq) of a batch refused for good for what it holds: the device is told so (its
         # ack topic) and stops sending it. Left None when the sender is not trusted (revoked,
         # unregistered) or the batch could not be read.

@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     # when the window of unacknowledged messages is full.
     write_batch_points: int = Field(default=5000, ge=1)
     write_batch_ms: int = Field(default=200, ge=1)
+    # Whether this process stores the devices' statuses as points of the `health` measurement. Every
+    # worker receives every status (status is not shared); of several, the first alone stores them.
+    store_health: bool = True
     # Messages read but not yet acknowledged (they are acknowledged once their batch is stored); keep
     # it equal to the broker's `max_inflight_messages`.
     max_unacked_messages: int = Field(default=MAX_UNACKED_MESSAGES, ge=1)

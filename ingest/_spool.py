@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest._errors import SpoolError, SpoolFull
+from ingest._errors import SpoolDamaged, SpoolError, SpoolFull
 
 MAGIC = b"FLS1"
 _HEADER = struct.Struct(">4sII")
@@ -111,7 +111,9 @@ class Spool:
         self._append_fd: int | None = None  # the last segment, opened for appending by this process
         self._read_offset = 0  # in the first segment
         self._read_records = 0  # of the first segment, read and popped
+        self._peeked: int | None = None  # the length of the record peek returned, for pop
         self._closed = False
+        self._recount()
 
     # --- opening ------------------------------------------------------------------------------
 
@@ -141,28 +143,31 @@ class Spool:
         )
 
     # --- what it holds ------------------------------------------------------------------------
+    # Plain integers, kept under the lock and read without it: /healthz must never wait on an fsync.
 
     @property
     def disk_bytes(self) -> int:
         """Bytes of segment files on disk (what the bound counts)."""
-        with self._lock:
-            return sum(s.size for s in self._segments)
+        return self._disk_bytes
 
     @property
     def records(self) -> int:
         """Records not yet popped."""
-        with self._lock:
-            return sum(s.records for s in self._segments) - self._read_records
+        return self._records
+
+    def _recount(self) -> None:
+        self._disk_bytes = sum(s.size for s in self._segments)
+        self._records = sum(s.records for s in self._segments) - self._read_records
 
     # --- writing ------------------------------------------------------------------------------
 
     def append(self, body: bytes) -> None:
         """Add one record and make it durable (fsync) before returning. Raises SpoolFull when it
-        would take the folder past `max_bytes`, SpoolError when the disk refuses it."""
+        would take the folder past `max_bytes`, SpoolError when the disk refuses it (any OSError)."""
         record = encode_record(body)
         with self._lock:
             self._check_open()
-            if sum(s.size for s in self._segments) + len(record) > self.max_bytes:
+            if self._disk_bytes + len(record) > self.max_bytes:
                 raise SpoolFull(f"the spool holds {self.max_bytes} bytes at most")
             try:
                 fd = self._segment_for(len(record))
@@ -178,6 +183,7 @@ class Spool:
                 raise SpoolError(f"cannot write the spool in {self.directory}: {exc.strerror or exc}") from exc
             segment.size += len(record)
             segment.records += 1
+            self._recount()
 
     def _segment_for(self, length: int) -> int:
         """The descriptor to append a record of `length` bytes to: this process's last segment, or a
@@ -197,17 +203,20 @@ class Spool:
         return fd
 
     def _abandon_append_segment(self) -> None:
+        """After a failed append: cut the partial record, stop appending to this segment. Never
+        raises: should the disk refuse this too, the torn tail is cut when the spool is next opened."""
         if self._append_fd is None:
             return
         segment = self._segments[-1]
-        # Should this fail too, the torn tail is found and cut when the spool is next opened.
         with contextlib.suppress(OSError):
             os.ftruncate(self._append_fd, segment.size)
-        os.close(self._append_fd)
+        with contextlib.suppress(OSError):
+            os.close(self._append_fd)
         self._append_fd = None
         if segment.records == 0:
-            self._segments.pop()
-            segment.path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                segment.path.unlink(missing_ok=True)
+                self._segments.pop()
 
     def _fsync_directory(self) -> None:
         fd = os.open(self.directory, os.O_RDONLY)
@@ -219,19 +228,29 @@ class Spool:
     # --- reading back -------------------------------------------------------------------------
 
     def peek(self) -> bytes | None:
-        """The oldest record not yet popped, or None."""
+        """The oldest record not yet popped, or None. Raises SpoolDamaged when the record on disk is
+        not what was written (its segment should be set aside), SpoolError when the disk cannot be
+        read now (try again later: nothing is given up)."""
         with self._lock:
             self._check_open()
             while self._segments:
                 first = self._segments[0]
                 if self._read_records < first.records:
-                    with first.path.open("rb") as f:
-                        f.seek(self._read_offset)
-                        header = f.read(HEADER_BYTES)
-                        magic, length, crc = _HEADER.unpack(header)
-                        body = f.read(length)
-                    if magic != MAGIC or len(body) != length or zlib.crc32(body) != crc:
-                        raise SpoolError(f"the spool record at {first.path}:{self._read_offset} changed on disk")
+                    try:
+                        with first.path.open("rb") as f:
+                            f.seek(self._read_offset)
+                            header = f.read(HEADER_BYTES)
+                            body = b""
+                            if len(header) == HEADER_BYTES:
+                                magic, length, crc = _HEADER.unpack(header)
+                                body = f.read(length)
+                    except FileNotFoundError as exc:
+                        raise SpoolDamaged(f"the spool segment {first.path} is gone") from exc
+                    except OSError as exc:
+                        raise SpoolError(f"cannot read the spool: {exc.strerror or exc}") from exc
+                    if len(header) != HEADER_BYTES or magic != MAGIC or len(body) != length or zlib.crc32(body) != crc:
+                        raise SpoolDamaged(f"the spool record at {first.path}:{self._read_offset} changed on disk")
+                    self._peeked = HEADER_BYTES + length
                     return body
                 if len(self._segments) == 1 and self._append_fd is not None:
                     return None  # the segment being appended to: more may come
@@ -239,43 +258,65 @@ class Spool:
             return None
 
     def pop(self) -> None:
-        """Forget the record `peek` returned (it is stored); a segment read to its end is deleted."""
+        """Forget the record `peek` returned (it is stored); a segment read to its end is deleted.
+        SpoolError if the disk refuses that now (the record is then read again: an overwrite)."""
         with self._lock:
             self._check_open()
+            if self._peeked is None or not self._segments:
+                raise SpoolError("pop without peek")
             first = self._segments[0]
-            with first.path.open("rb") as f:
-                f.seek(self._read_offset)
-                _, length, _ = _HEADER.unpack(f.read(HEADER_BYTES))
-            self._read_offset += HEADER_BYTES + length
+            self._read_offset += self._peeked
             self._read_records += 1
+            self._peeked = None
             if self._read_records == first.records:
                 if len(self._segments) > 1 or self._append_fd is None:
                     self._drop_first()
                 elif first.size >= self._segment_bytes // 2:
                     # Read to the end and half full: start a new segment so that this one can go.
-                    os.close(self._append_fd)
+                    with contextlib.suppress(OSError):
+                        os.close(self._append_fd)
                     self._append_fd = None
                     self._drop_first()
+            self._recount()
 
-    def skip_segment(self) -> int:
-        """Give up the oldest segment (damaged or removed under us): the number of its records not
-        yet read, which are lost."""
+    def set_aside(self) -> tuple[int, Path | None]:
+        """Give up the oldest segment, which peek found damaged: it is renamed `<name>.damaged` (kept
+        for inspection, outside the bound) rather than deleted. Returns its records not yet read and
+        where it went. SpoolError if the disk refuses the rename now."""
         with self._lock:
             if not self._segments:
-                return 0
+                return 0, None
             first = self._segments[0]
             lost = first.records - self._read_records
+            aside: Path | None = first.path.with_suffix(".damaged")
+            try:
+                first.path.rename(first.path.with_suffix(".damaged"))
+            except FileNotFoundError:
+                aside = None
+            except OSError as exc:
+                raise SpoolError(f"cannot set the damaged segment {first.path} aside: {exc.strerror or exc}") from exc
             if len(self._segments) == 1 and self._append_fd is not None:
-                os.close(self._append_fd)
+                with contextlib.suppress(OSError):
+                    os.close(self._append_fd)
                 self._append_fd = None
-            self._drop_first()
-            return lost
+            self._forget_first()
+            return lost, aside
 
     def _drop_first(self) -> None:
-        first = self._segments.pop(0)
-        first.path.unlink(missing_ok=True)
+        """Delete the oldest segment, read to its end. If the disk refuses, it stays (SpoolError)."""
+        first = self._segments[0]
+        try:
+            first.path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise SpoolError(f"cannot delete the spool segment {first.path}: {exc.strerror or exc}") from exc
+        self._forget_first()
+
+    def _forget_first(self) -> None:
+        self._segments.pop(0)
         self._read_offset = 0
         self._read_records = 0
+        self._peeked = None
+        self._recount()
 
     # --- closing ------------------------------------------------------------------------------
 

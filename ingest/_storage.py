@@ -21,7 +21,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-from ingest._errors import RejectedMessage, SpoolError, SpoolFull, StorageError
+from ingest._errors import RejectedMessage, SpoolDamaged, SpoolError, SpoolFull, StorageError
 from ingest._registry import Registry
 from ingest._settings import Settings
 from ingest._spool import Spool
@@ -142,16 +142,39 @@ class Storage:
         return []
 
     async def replay(self) -> None:
-        """Write the spool back, oldest record first, until cancelled."""
+        """Write the spool back, oldest record first, until cancelled. Nothing ends it: whatever one
+        round raises is logged and counted, and the write-back goes on after a pause."""
         spool = self.spool
         if spool is None:
             return
         delay = 0.2
         while True:
             try:
+                await self._replay(spool)
+            except Exception:  # a bug: keep every record and start again, never end the write-back
+                log.exception("the spool's write-back failed; it starts again in %.1f s", delay)
+                self._counters["spool_replay_errors"] += 1
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry_max_s)
+
+    async def _replay(self, spool: Spool) -> None:
+        delay = 0.2
+
+        async def pause(exc: BaseException, counter: str) -> None:
+            nonlocal delay
+            self._counters[counter] += 1
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._retry_max_s)
+
+        while True:
+            try:
                 body = await asyncio.to_thread(spool.peek)
-            except (SpoolError, OSError) as exc:
-                await self._skip_damaged(spool, exc)
+            except SpoolDamaged as exc:
+                await self._set_aside(spool, exc)
+                continue
+            except SpoolError as exc:  # the disk cannot be read now (EMFILE, EIO...): nothing is given up
+                log.warning("spool: %s; trying again", exc)
+                await pause(exc, "spool_read_errors")
                 continue
             if body is None:
                 self._spooled.clear()
@@ -160,23 +183,19 @@ class Storage:
                 continue
             try:
                 lines, revoked = self._active_lines(body)
-                stored, refused = await asyncio.wait_for(self._write_back(lines), self._spool_after_s)
-            except (StorageError, TimeoutError, sqlite3.OperationalError) as exc:
+                stored, refused, first_refusal = await self._write_back(lines)
+            except (StorageError, TimeoutError, sqlite3.DatabaseError) as exc:
                 self._begin_outage(exc)
-                self._counters["spool_replay_retries"] += 1
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._retry_max_s)
+                await pause(exc, "spool_replay_retries")
                 continue
-            except Exception:  # a bug: keep the record and try again, never end the write-back
-                log.exception("writing a spool record back failed")
-                self._counters["spool_replay_errors"] += 1
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._retry_max_s)
-                continue
+            if refused:
+                log.warning("InfluxDB refuses %d points of a spool record, left out: %s", refused, first_refusal)
             try:
                 await asyncio.to_thread(spool.pop)
-            except (SpoolError, OSError) as exc:
-                await self._skip_damaged(spool, exc)
+            except SpoolError as exc:  # popped again later: its points are written again, an overwrite
+                log.warning("spool: %s; trying again", exc)
+                await pause(exc, "spool_read_errors")
+                continue
             delay = 0.2
             counters = self._counters
             counters["spool_replayed_batches"] += 1
@@ -186,11 +205,17 @@ class Storage:
             counters["spool_revoked_points"] += revoked
             self._end_outage()
 
-    async def _skip_damaged(self, spool: Spool, exc: BaseException) -> None:
-        """A segment changed or removed under the spool: what is left of it cannot be read."""
-        lost = await asyncio.to_thread(spool.skip_segment)
+    async def _set_aside(self, spool: Spool, exc: BaseException) -> None:
+        """A segment changed or removed under the spool: it is set aside with what is left of it."""
+        try:
+            lost, aside = await asyncio.to_thread(spool.set_aside)
+        except SpoolError as error:
+            log.warning("spool: %s; trying again", error)
+            self._counters["spool_read_errors"] += 1
+            await asyncio.sleep(1.0)
+            return
         self._counters["spool_damaged_records"] += lost
-        log.error("spool: a segment cannot be read (%s); its %d records left are skipped", _why(exc), lost)
+        log.error("spool: %s; the segment's %d records left are set aside as %s", _why(exc), lost, aside or "(gone)")
 
     def _active_lines(self, body: bytes) -> tuple[list[bytes], int]:
         """The record's lines without those of devices no longer active, and how many those were."""
@@ -202,21 +227,25 @@ class Storage:
         kept = [line for line in lines if device_of(line) not in inactive]
         return kept, len(lines) - len(kept)
 
-    async def _write_back(self, lines: list[bytes]) -> tuple[int, int]:
-        """Write `lines`: (points stored, points refused). When InfluxDB refuses some (a field type
-        conflict), halve until each refused line is alone, and leave it out."""
+    async def _write_back(self, lines: list[bytes]) -> tuple[int, int, str]:
+        """Write `lines`: (points stored, points refused, the first refusal's words). Each request
+        has `spool_after_s` to answer. A partial write (InfluxDB stored the others and says how many it
+        dropped) ends there; otherwise the lines are halved until each refused one is alone."""
         if not lines:
-            return 0, 0
+            return 0, 0, ""
         try:
-            await self._writer.write(b"\n".join(lines))
+            await asyncio.wait_for(self._writer.write(b"\n".join(lines)), self._spool_after_s)
         except RejectedMessage as exc:
+            if exc.dropped is not None:
+                refused = min(exc.dropped, len(lines))
+                return len(lines) - refused, refused, str(exc)[:300]
             if len(lines) == 1:
-                log.warning("InfluxDB refuses a point from the spool, left out: %s", str(exc)[:300])
-                return 0, 1
+                return 0, 1, str(exc)[:300]
             half = len(lines) // 2
-            first, second = await self._write_back(lines[:half]), await self._write_back(lines[half:])
-            return first[0] + second[0], first[1] + second[1]
-        return len(lines), 0
+            first = await self._write_back(lines[:half])
+            second = await self._write_back(lines[half:])
+            return first[0] + second[0], first[1] + second[1], first[2] or second[2]
+        return len(lines), 0, ""
 
 
 def _why(exc: BaseException) -> str:

@@ -26,6 +26,7 @@ from ingest._settings import Settings
 from ingest._storage import Storage
 from ingest._workers import all_filters, drop_subscriptions, stale_filters
 from ingest._writer import make_writer
+from shared.protocol import STATUS_SUBSCRIPTION
 
 log = logging.getLogger("fieldlink.ingest")
 
@@ -105,8 +106,9 @@ async def _drain(consumer: Consumer, settings: Settings, storage: Storage, quiet
 
         # The devices are told what is stored, as by the consumer (ingest/_consumer.py).
         consumer.device_acks = lambda topic, payload: paho_client.publish(topic, payload, qos=0)
-        # Unsubscribed, the session gets no new messages; what it holds already still comes.
-        await client.unsubscribe(all_filters(settings.mqtt_shared_group), timeout=10)
+        # Unsubscribed, the session gets no new messages; what it holds already still comes. Statuses
+        # too: the live workers receive every one, and a fleet's statuses would never let it be quiet.
+        await client.unsubscribe([*all_filters(settings.mqtt_shared_group), STATUS_SUBSCRIPTION], timeout=10)
         async with consumer.pipeline(ack) as pipeline:
             messages = client.messages
             while True:
@@ -121,7 +123,7 @@ async def _drain(consumer: Consumer, settings: Settings, storage: Storage, quiet
                 payload = message.payload
                 if not isinstance(payload, bytes | bytearray):
                     payload = str(payload).encode()
-                await pipeline.submit(str(message.topic), bytes(payload), (message.mid, message.qos))
+                await pipeline.submit(str(message.topic), bytes(payload), (message.mid, message.qos), message.retain)
     while storage.records:  # the spool's records go back to InfluxDB (the replay task writes them)
         await asyncio.sleep(0.2)
 

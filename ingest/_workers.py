@@ -104,7 +104,11 @@ class WorkerPlan:
     def settings(self, number: int) -> Settings:
         """Worker `number`'s settings: its identity and files, the group. Everything else, the spool
         folder included, is the service's: a spool lives in a folder named by the identity."""
-        update: dict[str, Any] = {"mqtt_client_id": self.identity(number), "mqtt_shared_group": self.group}
+        update: dict[str, Any] = {
+            "mqtt_client_id": self.identity(number),
+            "mqtt_shared_group": self.group,
+            "store_health": number == 1,  # every worker receives every status: one stores them
+        }
         files = self.credentials(number)
         if files is not None:
             update["mqtt_cert"], update["mqtt_key"] = files

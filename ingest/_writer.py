@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import re
 import threading
 from base64 import b64encode
 from collections.abc import Iterable
@@ -20,6 +21,7 @@ from ingest._settings import Settings
 
 MEASUREMENT = "readings"
 HEALTH_MEASUREMENT = "health"
+_DROPPED = re.compile(r"dropped=(\d+)")
 
 
 def to_text(device_id: str, readings: Iterable[tuple[int, str, float]]) -> str:
@@ -117,9 +119,16 @@ class InfluxWriter:
             if response.status in (200, 204):
                 return
             detail = text[:300].decode("utf-8", "replace")
-            if response.status == 400:
-                # The database judged the points themselves (a field type conflict): retrying cannot help.
-                raise RejectedMessage("storage_rejected", f"InfluxDB refused the points: {detail}")
+            if response.status in (400, 422):
+                # The database judged the points themselves (a field type conflict, beyond the retention
+                # policy; 2.x answers 422 for those): retrying cannot help. A partial write stored the
+                # others and says how many it dropped.
+                dropped = _DROPPED.search(detail) if "partial write" in detail else None
+                raise RejectedMessage(
+                    "storage_rejected",
+                    f"InfluxDB refused the points: {detail}",
+                    dropped=int(dropped.group(1)) if dropped else None,
+                )
             raise StorageError(f"InfluxDB answered HTTP {response.status}: {detail}")
 
     async def write(self, body: bytes) -> None:

@@ -389,3 +389,55 @@ def test_a_status_is_stored_as_a_health_point_at_the_devices_time(registry: Regi
     assert fields == "health,device=node-b online=false" and before <= int(stamp) <= now_ms()
     assert rig.stats.counters["status_stored"] == 2 and rig.acks == [0, 1]
     assert rig.stats.status["node-a"]["health"] == health
+
+
+def test_a_retained_status_without_a_time_of_its_own_is_not_stored_again(registry: Registry) -> None:
+    rig = Rig(registry, write_batch_points=1000, write_batch_ms=10)
+    t = now_ms() - 5000
+    will = json.dumps({"v": 1, "online": False}).encode()
+    timed = json.dumps({"v": 1, "online": True, "t": t}).encode()
+
+    async def scenario(pipeline: Pipeline) -> None:
+        await pipeline.submit("fl/v1/node-a/status", will, 0)  # live: stored at receipt
+        await pipeline.submit("fl/v1/node-a/status", will, 1, retained=True)  # the broker's copy: not again
+        await pipeline.submit("fl/v1/node-b/status", timed, 2, retained=True)  # its own time: an overwrite
+        await pipeline.drain()
+
+    rig.sent.update({0: ("", b""), 1: ("", b""), 2: ("", b"")})
+    rig.run(scenario)
+    assert [line.split(" ")[0] for line in rig.writer.lines] == ["health,device=node-a", "health,device=node-b"]
+    assert rig.writer.lines[1].endswith(f" {t}")
+    assert rig.stats.counters["status_accepted"] == 3 and rig.stats.counters["status_stored"] == 2
+    assert rig.acks == [0, 1, 2]
+
+
+def test_only_the_worker_that_stores_health_stores_statuses(registry: Registry) -> None:
+    rig = Rig(registry, store_health=False, write_batch_ms=10)
+
+    async def scenario(pipeline: Pipeline) -> None:
+        await rig.submit(pipeline, ("fl/v1/node-a/status", encode_status(True)))
+        await pipeline.drain()
+
+    rig.run(scenario)
+    assert rig.writer.lines == [] and rig.acks == [0]
+    assert rig.stats.status["node-a"]["online"] is True  # still known to this worker's API and checks
+
+
+def test_qos0_messages_beyond_the_window_are_dropped_and_counted_qos1_never() -> None:
+    from collections import Counter
+
+    from ingest._consumer import incoming_queue
+
+    class Message:
+        def __init__(self, qos: int) -> None:
+            self.qos = qos
+
+    counters: Counter[str] = Counter()
+    queue = incoming_queue(counters, 3)()
+    for _ in range(5):
+        queue.put_nowait(Message(0))
+    for _ in range(4):
+        queue.put_nowait(Message(1))
+    queue.put_nowait(Message(0))
+    assert [queue.get_nowait().qos for _ in range(queue.qsize())] == [0, 0, 0, 1, 1, 1, 1]
+    assert counters["dropped_qos0"] == 3

@@ -5,14 +5,16 @@ order, revocation and refusals at write-back), in-process with a fake database w
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import stat
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ingest import Registry, SpoolError, SpoolFull
+from ingest import Registry, RejectedMessage, SpoolError, SpoolFull
 from ingest._consumer import Consumer, Pipeline, Stats
 from ingest._settings import Settings
 from ingest._spool import HEADER_BYTES, Spool, encode_record
@@ -239,8 +241,9 @@ def test_no_message_is_acknowledged_before_its_record_is_fsynced(registry: Regis
     entered, release = threading.Event(), threading.Event()
 
     def slow_fsync(fd: int) -> None:
-        entered.set()
-        release.wait(5)
+        if stat.S_ISREG(os.fstat(fd).st_mode):  # the record's fsync, not the folder's
+            entered.set()
+            release.wait(5)
         os.fsync(fd)
 
     rig = SpoolRig(registry, tmp_path, fsync=slow_fsync, write_batch_points=1)
@@ -386,3 +389,97 @@ def test_a_segment_damaged_under_the_write_back_costs_only_its_own_records(regis
     rig.run(scenario)
     assert [line.split("value=")[1].split()[0] for line in rig.writer.lines] == ["0.0", "1.0", "3.0", "4.0", "5.0"]
     assert rig.stats.counters["spool_damaged_records"] == 1
+    aside = first.with_suffix(".damaged")  # set aside for a person to look at, never deleted
+    assert aside.exists() and not first.exists() and aside.read_bytes().endswith(b"!")
+
+
+def test_a_disk_that_cannot_be_read_for_a_while_costs_nothing(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig = SpoolRig(registry, tmp_path / "unused", write_batch_points=1)
+    spool = Spool(tmp_path / "spool", max_bytes=10_000, segment_bytes=200)
+    rig.storage.spool = spool
+    for seq in range(6):
+        spool.append(f"readings,device=node-a,sensor=t value={seq}.0 {seq}".encode())
+    failures = [5]
+    real_open = Path.open
+
+    def open_(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self.suffix == ".spool" and failures[0]:
+            failures[0] -= 1
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", open_)
+
+    async def scenario(pipeline: Pipeline) -> None:
+        await until(lambda: spool.records == 0)
+
+    rig.run(scenario)
+    assert [line.split("value=")[1].split()[0] for line in rig.writer.lines] == [f"{seq}.0" for seq in range(6)]
+    assert rig.stats.counters["spool_read_errors"] == 5 and rig.stats.counters["spool_damaged_records"] == 0
+    assert not list((tmp_path / "spool").glob("*.damaged"))
+
+
+def test_a_bug_in_the_write_back_keeps_the_record_and_goes_on(registry: Registry, tmp_path: Path) -> None:
+    rig = SpoolRig(registry, tmp_path, write_batch_points=1)
+    rig.spool.append(b"readings,device=node-a,sensor=t value=1.0 1")
+    real = rig.storage._active_lines
+    bugs = [RuntimeError("a bug"), KeyError("another")]
+
+    def buggy(body: bytes) -> Any:
+        if bugs:
+            raise bugs.pop()
+        return real(body)
+
+    rig.storage._active_lines = buggy  # type: ignore[method-assign]
+
+    async def scenario(pipeline: Pipeline) -> None:
+        await until(lambda: rig.spool.records == 0)
+
+    rig.run(scenario)
+    assert rig.writer.lines == ["readings,device=node-a,sensor=t value=1.0 1"]
+    assert rig.stats.counters["spool_replay_errors"] == 2
+
+
+def test_a_partial_write_at_write_back_is_not_searched(registry: Registry, tmp_path: Path) -> None:
+    # InfluxDB stored the other points and says how many it dropped (beyond the retention policy):
+    # nothing to halve, however many there are.
+    rig = SpoolRig(registry, tmp_path, write_batch_points=1)
+    rig.spool.append(b"\n".join(f"readings,device=node-a,sensor=t value=1.0 {t}".encode() for t in range(5000)))
+    calls: list[int] = []
+
+    async def partial(body: bytes) -> None:
+        calls.append(body.count(b"\n") + 1)
+        raise RejectedMessage(
+            "storage_rejected", "partial write: points beyond retention policy dropped=4990", dropped=4990
+        )
+
+    rig.writer.write = partial  # type: ignore[method-assign]
+
+    async def scenario(pipeline: Pipeline) -> None:
+        await until(lambda: rig.spool.records == 0)
+
+    rig.run(scenario)
+    assert calls == [5000]
+    assert rig.stats.counters["spool_refused_points"] == 4990 and rig.stats.counters["stored_points"] == 10
+
+
+def test_an_append_the_disk_refuses_in_every_way_is_a_spool_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = Spool(tmp_path, max_bytes=10_000)
+
+    def eio(*_: Any) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    def erofs(*_: Any, **__: Any) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "write", eio)
+        m.setattr(Path, "unlink", erofs)
+        with pytest.raises(SpoolError, match="Input/output error"):
+            spool.append(b"lost")
+    spool.append(b"kept")
+    assert read_all(spool) == [b"kept"]

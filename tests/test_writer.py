@@ -99,7 +99,20 @@ def test_answers(server: tuple[str, type[Script]]) -> None:
     script.answers += [(400, b'{"error":"field type conflict"}')]
     with pytest.raises(RejectedMessage, match="field type conflict") as refused:
         _write(settings, b"x")
-    assert refused.value.reason == "storage_rejected"
+    assert refused.value.reason == "storage_rejected" and refused.value.dropped is None
+    # A partial write stored the others and says how many it dropped; InfluxDB 2.x answers 422.
+    script.answers += [
+        (400, b'{"error":"partial write: points beyond retention policy dropped=2"}'),
+        (
+            422,
+            b'{"code":"unprocessable entity","message":"failure writing points to database: partial write: '
+            b'field type conflict: dropped=3"}',
+        ),
+    ]
+    for dropped in (2, 3):
+        with pytest.raises(RejectedMessage, match="partial write") as refused:
+            _write(settings, b"x")
+        assert refused.value.dropped == dropped
     script.answers += [(503, b"busy"), (401, b"who are you")]
     for detail in ("HTTP 503: busy", "HTTP 401: who are you"):
         with pytest.raises(StorageError, match=detail):
