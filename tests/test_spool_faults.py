@@ -92,8 +92,8 @@ def test_killed_during_an_outage_with_a_full_spool_and_a_torn_record_every_point
         assert own_stack.wait_points("spooler", len(sent), timeout=60) == sent
         after = wait_until(lambda: (c := counters(url)).get("spool_replayed_points") == before["spooled_points"] and c)
         assert after["spool_torn_records"] == 1
-        # Everything not spooled before the crash came again from the broker; nothing is stored twice.
-        assert len(own_stack.points("spooler")) == MESSAGES * READINGS
+        # Everything not spooled before the crash came again from the broker and was written directly.
+        # (A point stored twice would overwrite itself: the exact list above is the whole check.)
         assert after["stored_points"] >= MESSAGES * READINGS - before["spooled_points"]
     finally:
         stop_pid(service.pid)
