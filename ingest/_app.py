@@ -12,12 +12,13 @@ from fastapi import FastAPI
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from ingest._consumer import Consumer, Stats, supervise
+from ingest._metrics import ServiceCollector, ServiceMetrics
 from ingest._registry import Registry
 from ingest._settings import Settings
 from ingest._spool import Spool
 from ingest._storage import Storage
 from ingest._writer import make_writer
-from ingest.routers import admin, devices, health
+from ingest.routers import admin, devices, health, metrics
 
 log = logging.getLogger("fieldlink.ingest")
 
@@ -47,7 +48,7 @@ def create_app(settings: Settings, spool: Spool | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry = Registry(settings.registry_path)
-        writer = make_writer(settings)
+        writer = app.state.metrics.timed(make_writer(settings))
         stats = Stats()
         own_spool = spool or open_spool(settings)
         if own_spool is not None:
@@ -80,11 +81,22 @@ def create_app(settings: Settings, spool: Spool | None = None) -> FastAPI:
 
     app = FastAPI(title="fieldlink ingest", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
+    app.state.metrics = ServiceMetrics()
+    state = app.state
+    app.state.metrics.watch(
+        ServiceCollector(
+            stats=lambda: getattr(state, "stats", None),
+            registry=lambda: getattr(state, "registry", None),
+            storage=lambda: getattr(state, "storage", None),
+            workers=lambda: getattr(state, "workers", None),
+        )
+    )
     # Only the configured host names are served: a page on another site cannot reach the API by
     # pointing its own name at 127.0.0.1 (DNS rebinding).
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
     app.include_router(health.router)
     app.include_router(devices.router)
+    app.include_router(metrics.router)
     if settings.admin_api:
         app.include_router(admin.router)
     return app

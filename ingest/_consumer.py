@@ -15,6 +15,7 @@ backoff, and /healthz answers 503 until it is connected again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 import ssl
@@ -107,6 +108,9 @@ class Stats:
         self.last_seen: dict[str, int] = {}
         # The newest status message of each device: online, its health counters, a config error.
         self.status: dict[str, dict[str, Any]] = {}
+        # While connected: the depths of the receive queue and of the window (for /metrics), read
+        # only when asked, so the message path pays nothing for them.
+        self.queues: Callable[[], dict[str, int]] | None = None
 
     def reject(self, reason: str) -> None:
         self.counters["rejected"] += 1
@@ -365,6 +369,7 @@ class Consumer:
                     await client.subscribe(self._subscriptions())
                     # What the pipeline holds unacknowledged when the connection ends is delivered again.
                     async with self.pipeline(ack) as pipeline:
+                        self._stats.queues = functools.partial(_queue_depths, client, pipeline)
                         async for message in client.messages:
                             payload = message.payload
                             if not isinstance(payload, bytes | bytearray):
@@ -381,6 +386,7 @@ class Consumer:
             finally:
                 self.device_acks = None
                 self._stats.mqtt_connected = False
+                self._stats.queues = None
 
     async def handle(self, topic: str, payload: bytes) -> None:
         """Process one message to its end, alone: stored, or counted by reason. Never raises (but when
@@ -750,6 +756,10 @@ class Pipeline:
             for slot, _ in batch:
                 slot.done = True
             self._release()
+
+
+def _queue_depths(client: aiomqtt.Client, pipeline: Pipeline) -> dict[str, int]:
+    return {"incoming": len(client.messages), "unacked": pipeline.unacked}
 
 
 def _source(topic: str) -> str:

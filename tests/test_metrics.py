@@ -1,0 +1,147 @@
+"""GET /metrics: Prometheus text that prometheus-client's own parser accepts, with exact values after a
+known set of messages (in-process: the real app, registry, spool and consumer; a fake database)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from ingest import Issued, Registry, Settings, create_app, plan_workers
+from ingest._consumer import Consumer, Stats
+from ingest._spool import Spool
+from ingest._storage import Storage
+from ingest._workers import WorkerPool
+from shared.protocol import encode_batch, encode_status
+from tests.support import IngestInfo
+
+SHA = "cd" * 32
+
+
+class FakeWriter:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    async def write(self, body: bytes) -> None:
+        self.lines += body.decode().split("\n")
+
+    async def close(self) -> None:
+        pass
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the exposition, keyed by (name, sorted labels)."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> tuple[TestClient, Consumer, Registry]:
+    settings = Settings(mqtt_tls=False, spool_dir=tmp_path / "spool")
+    app = create_app(settings)
+    registry = Registry(tmp_path / "registry.db")
+    for device in ("m-1", "m-2", "m-3"):
+        registry.add(device, Issued(serial=device, sha256=device.encode().hex().ljust(64, "0"), not_after=0.0))
+    registry.revoke("m-3")
+    stats = Stats()
+    spool = Spool(settings.spool_path, 1 << 20)
+    writer = app.state.metrics.timed(FakeWriter())  # what the lifespan does with the real writer
+    storage = Storage.for_settings(settings, writer, spool, stats.counters, registry)
+    pool = WorkerPool(plan_workers(settings, 2))  # worker 2 not started: "down"
+    app.state.registry, app.state.stats, app.state.storage, app.state.workers = registry, stats, storage, pool
+    consumer = Consumer(settings, registry, writer, stats, storage)
+    yield TestClient(app, base_url="http://127.0.0.1"), consumer, registry
+    spool.close()
+    registry.close()
+
+
+def test_metrics_count_a_known_set_of_messages_exactly(service: tuple[TestClient, Consumer, Registry]) -> None:
+    client, consumer, _ = service
+    now = int(time.time() * 1000)
+    t0 = now - 10_000
+
+    async def send() -> None:
+        await consumer.handle("fl/v1/m-1/data", encode_batch(1, t0, ["t", "h"], [(0, 0, 21.5), (0, 1, None)]))
+        await consumer.handle("fl/v1/m-1/data", encode_batch(2, t0 + 1000, ["t", "h"], [(0, 0, 21.6), (0, 1, 40.0)]))
+        await consumer.handle("fl/v1/m-2/data", encode_batch(1, t0, ["t"], [(0, 0, 1.0), (500, 0, 2.0)]))
+        await consumer.handle("fl/v1/m-2/data", b"{not json")
+        await consumer.handle("fl/v1/m-3/data", encode_batch(1, t0, ["t"], [(0, 0, 1.0)]))  # revoked
+        await consumer.handle("fl/v1/nobody/data", encode_batch(1, t0, ["t"], [(0, 0, 1.0)]))
+        await consumer.handle("fl/v1/m-2/data", encode_batch(9, now + 3_600_000, ["t"], [(0, 0, 1.0)]))  # skew
+        await consumer.handle("fl/v1/m-1/status", encode_status(True, {"queued": 1}, t=now))
+        await consumer.handle("fl/v1/m-2/status", encode_status(False, {}, t=now))
+
+    asyncio.run(send())
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    found = samples(response.text)
+
+    def value(name: str, **labels: str) -> float:
+        return found[(name, tuple(sorted(labels.items())))]
+
+    assert value("fieldlink_messages_received_total", kind="data") == 7
+    assert value("fieldlink_messages_received_total", kind="status") == 2
+    assert value("fieldlink_messages_stored_total") == 3
+    assert value("fieldlink_points_written_total") == 5
+    assert value("fieldlink_failed_reads_total") == 1
+    assert value("fieldlink_statuses_stored_total") == 2
+    rejections = {dict(labels)["reason"]: v for (n, labels), v in found.items() if n == "fieldlink_rejections_total"}
+    assert rejections["malformed"] == rejections["revoked"] == rejections["unregistered"] == 1
+    assert rejections["clock_skew"] == 1
+    assert sum(rejections.values()) == 4
+    assert len(rejections) == 12  # every reason, also those not seen yet: a bounded set
+    # Five messages stored (3 data, 2 status), each written alone: five writes, none failed.
+    assert value("fieldlink_write_duration_seconds_count", outcome="ok") == 5
+    assert value("fieldlink_write_duration_seconds_count", outcome="error") == 0
+    assert value("fieldlink_write_duration_seconds_bucket", outcome="ok", le="+Inf") == 5
+    assert value("fieldlink_devices", status="active") == 2
+    assert value("fieldlink_devices", status="revoked") == 1
+    assert value("fieldlink_devices_online") == 1
+    age = "fieldlink_device_last_seen_age_seconds"
+    ages = {dict(labels)["device"]: v for (n, labels), v in found.items() if n == age}
+    assert set(ages) == {"m-1", "m-2"}  # active devices that sent readings; never the revoked one
+    assert 9 <= ages["m-1"] <= 60 and 9.5 <= ages["m-2"] <= 60  # from the devices' own timestamps
+    assert value("fieldlink_mqtt_connected") == 0  # no broker in this test
+    assert value("fieldlink_consumer_unacked_messages") == 0
+    assert value("fieldlink_spool_enabled") == 1
+    assert value("fieldlink_spool_records") == 0
+    assert value("fieldlink_spool_max_bytes") == 1 << 20
+    assert value("fieldlink_influx_outage") == 0
+    assert value("fieldlink_worker_state", worker="1", state="running") == 1
+    assert value("fieldlink_worker_state", worker="2", state="down") == 1
+    assert value("fieldlink_worker_state", worker="2", state="running") == 0
+    assert value("fieldlink_worker_restarts_total", worker="2") == 0
+    assert value("fieldlink_events_total", event="status_accepted") == 2
+    # No label holds a device id or a sensor name, but for the one per-device gauge.
+    for (name, labels), _ in found.items():
+        if name != age:
+            assert not {v for _, v in labels} & {"m-1", "m-2", "m-3", "nobody", "t", "h"}, (name, labels)
+
+
+def test_metrics_need_the_read_token_when_one_is_set(tmp_path: Path) -> None:
+    token = "read-token-0123456789"
+    app = create_app(Settings(mqtt_tls=False, read_token=token))  # type: ignore[arg-type]
+    client = TestClient(app, base_url="http://127.0.0.1")
+    assert client.get("/metrics").status_code == 401
+    response = client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+    assert "fieldlink_write_duration_seconds" in response.text  # before the lifespan: the histogram alone
+
+
+def test_the_running_service_serves_metrics(ingest: IngestInfo) -> None:
+    response = httpx.get(f"{ingest.url}/metrics", timeout=5)
+    assert response.status_code == 200
+    found = samples(response.text)
+    assert found[("fieldlink_mqtt_connected", ())] == 1
+    assert found[("fieldlink_consumer_running", ())] == 1
+    assert found[("fieldlink_spool_enabled", ())] == 1
+    assert ("process_resident_memory_bytes", ()) in found
