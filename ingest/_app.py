@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from ingest._consumer import Consumer, Stats, supervise
+from ingest._influx_read import InfluxReader
 from ingest._metrics import ServiceCollector, ServiceMetrics
 from ingest._registry import Registry
 from ingest._settings import Settings
@@ -59,6 +60,8 @@ def create_app(settings: Settings, spool: Spool | None = None) -> FastAPI:
         app.state.registry = registry
         app.state.stats = stats
         app.state.storage = storage
+        reader = InfluxReader.for_settings(settings)
+        app.state.reader = reader
         # Restarted whenever it ends; /healthz answers 503 while it is down or not connected.
         task = asyncio.create_task(supervise(consumer, stats), name="mqtt-consumer")
         # Writes the spool back: what an earlier run left at once, what an outage leaves when it ends.
@@ -75,6 +78,8 @@ def create_app(settings: Settings, spool: Spool | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await replay
             await writer.close()
+            if reader is not None:
+                await reader.close()
             if own_spool is not None:
                 own_spool.close()
             registry.close()

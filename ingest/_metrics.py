@@ -238,3 +238,25 @@ class ServiceMetrics:
 
     def watch(self, collector: ServiceCollector) -> None:
         self.registry.register(collector)
+
+
+def write_latency(metrics: ServiceMetrics) -> tuple[int, float, float | None]:
+    """Successful writes so far: (count, total seconds, the upper bound of the bucket that holds the
+    99th percentile; None without writes, inf past the last bucket)."""
+    buckets: list[tuple[float, float]] = []
+    count, total = 0.0, 0.0
+    for metric in metrics.write_seconds.collect():
+        for sample in metric.samples:
+            if sample.labels.get("outcome") != "ok":
+                continue
+            if sample.name.endswith("_bucket"):
+                buckets.append((float(sample.labels["le"]), sample.value))
+            elif sample.name.endswith("_count"):
+                count = sample.value
+            elif sample.name.endswith("_sum"):
+                total = sample.value
+    if not count:
+        return 0, 0.0, None
+    wanted = 0.99 * count
+    p99 = next((le for le, cumulative in sorted(buckets) if cumulative >= wanted), float("inf"))
+    return int(count), total, p99

@@ -60,6 +60,15 @@ class Settings(BaseSettings):
     influx_username: str | None = None
     influx_password: SecretStr | None = None
     influx_timeout_s: float = 10.0
+    # Reading back (the API's latest readings and charts, the dashboard): InfluxQL on `/query`, which
+    # 1.x, 2.x (its v1 compatibility API, with a DBRP mapping) and 3.x answer. A read-only user for 1.x
+    # (basic auth), or a read token for 2.x/3.x (default: `influx_token`); none: nothing is read back,
+    # and the API shows what this process stored since it started. `influx_query_database`: the
+    # database /query names (default: `influx_database` with v1, `influx_bucket` with v2).
+    influx_read_username: str | None = None
+    influx_read_password: SecretStr | None = None
+    influx_read_token: SecretStr | None = None
+    influx_query_database: str | None = None
 
     registry_path: Path = Path(".fieldlink/registry.db")
     http_host: str = "127.0.0.1"

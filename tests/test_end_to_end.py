@@ -7,6 +7,7 @@ import itertools
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.support import IngestInfo, StackInfo, run_node, trace_readings, wait_until
 
@@ -70,10 +71,36 @@ def test_api_lists_devices_and_latest_readings(stack: StackInfo, ingest: IngestI
     assert mine[0]["last_seen_ms"] is not None
     latest = httpx.get(f"{ingest.url}/api/devices/{device}/latest").json()
     last_time = max(t for t, _, _ in stack.points(device))
-    assert latest == {"device": device, "readings": {"temp": {"time_ms": last_time, "value": 3.5}}}
+    expected = {"device": device, "readings": {"temp": {"time_ms": last_time, "value": 3.5}}, "source": "database"}
+    assert latest == expected
+    # A service started afresh (nothing in memory) shows the same: it reads InfluxDB.
+    assert _fresh_service(stack).get(f"/api/devices/{device}/latest").json() == expected
+    assert mine[0]["last_seen_ms"] == last_time  # the device's own time, kept in the registry
+    series = httpx.get(f"{ingest.url}/api/devices/{device}/series", params={"range_s": 600, "points": 300}).json()
+    assert series["interval_ms"] == 2000 and series["until_ms"] - series["since_ms"] == 600_000
+    values = [value for _, value in series["sensors"]["temp"]]  # means of 2 s intervals
+    assert values and all(1.5 <= v <= 3.5 for v in values)
     missing = httpx.get(f"{ingest.url}/api/devices/nobody-{uid}/latest")
     assert missing.status_code == 404
     assert "not registered" in missing.json()["detail"]
+
+
+def _fresh_service(stack: StackInfo) -> Any:
+    """The service's app with the local stack's settings and nothing in memory, as after a restart
+    (its lifespan, and so a second MQTT consumer, stays off; the database reader is set as it would)."""
+    from fastapi.testclient import TestClient
+
+    from ingest import Registry, Settings, create_app
+    from ingest._consumer import Stats
+    from ingest._influx_read import InfluxReader
+    from tools._home import Home
+    from tools.cli import _stack_fallbacks
+
+    settings = Settings(**_stack_fallbacks(Home(stack.home)))
+    app = create_app(settings)
+    app.state.registry, app.state.stats = Registry(settings.registry_path), Stats()
+    app.state.reader = InfluxReader.for_settings(settings)
+    return TestClient(app, base_url="http://127.0.0.1")
 
 
 def test_a_devices_status_is_stored_as_health_points(stack: StackInfo, ingest: IngestInfo, uid: str) -> None:

@@ -10,7 +10,7 @@ import secrets
 import shutil
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -106,6 +106,7 @@ _DYNSEC = {
 
 INFLUX_ADMIN = "fieldlink-admin"
 INFLUX_WRITER = "fieldlink-writer"
+INFLUX_READER = "fieldlink-reader"
 
 
 def _dynsec_plugin() -> Path:
@@ -210,14 +211,21 @@ class Login:
 
 @dataclass(frozen=True)
 class InfluxCredentials:
-    """The local InfluxDB's users: an admin, and a writer that may only write to the database."""
+    """The local InfluxDB's users: an admin, a writer that may only write to the database (the
+    service's writes), and a reader that may only read it (the service's API and dashboard). A
+    credentials file from before readers has none until the next `stack up` adds one."""
 
     admin: Login
     writer: Login
+    reader: Login | None = None
 
     @classmethod
     def new(cls) -> InfluxCredentials:
-        return cls(Login(INFLUX_ADMIN, secrets.token_urlsafe(24)), Login(INFLUX_WRITER, secrets.token_urlsafe(24)))
+        return cls(
+            Login(INFLUX_ADMIN, secrets.token_urlsafe(24)),
+            Login(INFLUX_WRITER, secrets.token_urlsafe(24)),
+            Login(INFLUX_READER, secrets.token_urlsafe(24)),
+        )
 
 
 def influx_credentials(home: Home) -> InfluxCredentials | None:
@@ -227,7 +235,8 @@ def influx_credentials(home: Home) -> InfluxCredentials | None:
         return None
     try:
         data = json.loads(path.read_text())
-        return InfluxCredentials(Login(**data["admin"]), Login(**data["writer"]))
+        reader = Login(**data["reader"]) if data.get("reader") else None
+        return InfluxCredentials(Login(**data["admin"]), Login(**data["writer"]), reader)
     except (ValueError, TypeError, KeyError) as exc:
         raise UsageError(
             f"{path} is damaged ({type(exc).__name__}); restore it, or remove it together with the database "
@@ -460,6 +469,9 @@ class Stack:
             # Written before the users exist, so that a crash in between cannot lose a password.
             credentials = InfluxCredentials.new()
             _write_influx_credentials(self.home, credentials)
+        elif credentials.reader is None:  # made before readers: one more user, saved before it exists
+            credentials = replace(credentials, reader=Login(INFLUX_READER, secrets.token_urlsafe(24)))
+            _write_influx_credentials(self.home, credentials)
         _write_influx_netrc(self.home, credentials)  # from the credentials, also after a restore
 
         started: list[str] = []
@@ -523,8 +535,9 @@ class Stack:
                     raise ServiceFailed(f"{name} did not start; the end of {log_path}:\n{tail(log_path)}")
 
     def _prepare_database(self, state: StackState, credentials: InfluxCredentials, fresh: bool) -> None:
-        """The admin user (made on a database that has no users yet), the database, and the writer,
-        which may write to it and nothing else. Safe to repeat. `fresh`: the credentials were made
+        """The admin user (made on a database that has no users yet), the database, the writer, which
+        may write to it and nothing else, and the reader, which may read it and nothing else. Safe to
+        repeat. `fresh`: the credentials were made
         just now, for a database that should have no users yet."""
         url = f"http://127.0.0.1:{state.influx_port}/query"
         admin, writer = credentials.admin, credentials.writer
@@ -562,12 +575,16 @@ class Stack:
             time.sleep(0.2)
         users = {row[0] for row in _series_values(response)}
         statements = [f'CREATE DATABASE "{state.database}"']
-        if writer.username in users:
-            statements.append(f"SET PASSWORD FOR \"{writer.username}\" = '{writer.password}'")
-        else:
-            statements.append(f"CREATE USER \"{writer.username}\" WITH PASSWORD '{writer.password}'")
-        # GRANT replaces whatever the user had on the database: write, and no read.
-        statements.append(f'GRANT WRITE ON "{state.database}" TO "{writer.username}"')
+        # GRANT replaces whatever the user had on the database: the writer writes and cannot read,
+        # the reader reads and cannot write.
+        for user, privilege in ((writer, "WRITE"), (credentials.reader, "READ")):
+            if user is None:
+                continue
+            if user.username in users:
+                statements.append(f"SET PASSWORD FOR \"{user.username}\" = '{user.password}'")
+            else:
+                statements.append(f"CREATE USER \"{user.username}\" WITH PASSWORD '{user.password}'")
+            statements.append(f'GRANT {privilege} ON "{state.database}" TO "{user.username}"')
         for statement in statements:
             response = query(statement, admin.auth())
             errors = [r["error"] for r in response.json().get("results", []) if "error" in r]

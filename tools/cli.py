@@ -327,9 +327,12 @@ def _stack_fallbacks(home: Home) -> dict[str, Any]:
     from tools._stack import influx_credentials
 
     credentials = influx_credentials(home)
-    if credentials is not None:  # the write-only user
+    if credentials is not None:  # the write-only user, and the read-only one for the API and dashboard
         fallbacks["influx_username"] = credentials.writer.username
         fallbacks["influx_password"] = credentials.writer.password
+        if credentials.reader is not None:
+            fallbacks["influx_read_username"] = credentials.reader.username
+            fallbacks["influx_read_password"] = credentials.reader.password
     return fallbacks
 
 

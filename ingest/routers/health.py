@@ -6,27 +6,38 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
+from ingest._consumer import Stats
+from ingest._storage import Storage
+from ingest._workers import WorkerPool
 from ingest.routers._deps import StatsDep, StorageDep, WorkersDep
+from ingest.routers._models import HealthOut, SpoolOut, WorkerOut
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+def health_of(stats: Stats, storage: Storage | None, workers: WorkerPool | None) -> HealthOut:
+    problems = stats.problems() + (storage.problems() if storage is not None else [])
+    problems += workers.problems() if workers is not None else []
+    return HealthOut(
+        status="unavailable" if problems else "ok",
+        mqtt_connected=stats.mqtt_connected,
+        consumer_running=stats.consumer_running,
+        problems=problems,
+        counters=dict(stats.counters),
+        spool=SpoolOut(**storage.snapshot()) if storage is not None else None,
+        workers=[WorkerOut(**row) for row in workers.status()] if workers is not None else None,
+    )
+
+
+@router.get(
+    "/healthz",
+    response_model=HealthOut,
+    responses={503: {"model": HealthOut, "description": "not consuming; `problems` says why"}},
+)
 async def healthz(stats: StatsDep, storage: StorageDep, response: Response, workers: WorkersDep) -> dict[str, Any]:
     """200 while the MQTT consumer runs and is connected to the broker, batches find a place (InfluxDB,
     or the spool) and every worker process runs; 503, saying why, otherwise."""
-    problems = stats.problems() + (storage.problems() if storage is not None else [])
-    problems += workers.problems() if workers is not None else []
-    if problems:
+    body = health_of(stats, storage, workers)
+    if body.problems:
         response.status_code = 503
-    body: dict[str, Any] = {
-        "status": "unavailable" if problems else "ok",
-        "mqtt_connected": stats.mqtt_connected,
-        "consumer_running": stats.consumer_running,
-        "problems": problems,
-        "counters": dict(stats.counters),
-        "spool": storage.snapshot() if storage is not None else None,
-    }
-    if workers is not None:
-        body["workers"] = workers.status()  # worker 1 (this process) first
-    return body
+    return body.model_dump(exclude={"workers"} if workers is None else None)
