@@ -19,7 +19,7 @@ from ingest._settings import Settings
 from ingest._spool import Spool
 from ingest._storage import Storage
 from ingest._writer import make_writer
-from ingest.routers import admin, devices, health, metrics
+from ingest.routers import admin, dashboard, devices, health, metrics
 
 log = logging.getLogger("fieldlink.ingest")
 
@@ -84,7 +84,8 @@ def create_app(settings: Settings, spool: Spool | None = None) -> FastAPI:
                 own_spool.close()
             registry.close()
 
-    app = FastAPI(title="fieldlink ingest", version="0.1.0", lifespan=lifespan)
+    # /docs is served with Swagger UI's files from this service (routers/dashboard.py), not a CDN.
+    app = FastAPI(title="fieldlink ingest", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.metrics = ServiceMetrics()
     state = app.state
@@ -104,4 +105,5 @@ def create_app(settings: Settings, spool: Spool | None = None) -> FastAPI:
     app.include_router(metrics.router)
     if settings.admin_api:
         app.include_router(admin.router)
+    dashboard.mount(app)
     return app

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the local stack needs (mosquitto, influxdb) when they are missing;
-# with --tests also victoria-metrics, the real server the tests write to through the InfluxDB v2 API.
+# with --tests also victoria-metrics, the real server the tests write to through the InfluxDB v2 API,
+# and chromium with its chromedriver, the real browser the dashboard's test drives headless.
 set -euo pipefail
 
 need=()
@@ -8,6 +9,8 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mos
 command -v influxd >/dev/null 2>&1 || need+=(influxdb)
 if [ "${1:-}" = "--tests" ]; then
   command -v victoria-metrics >/dev/null 2>&1 || need+=(victoria-metrics)
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 
