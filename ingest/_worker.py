@@ -21,6 +21,7 @@ import time
 
 from ingest._app import create_app, open_spool
 from ingest._consumer import Consumer, Stats, mqtt_client
+from ingest._logging import configure
 from ingest._registry import Registry
 from ingest._settings import Settings
 from ingest._storage import Storage
@@ -133,15 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("number", type=int)
     parser.add_argument("--parent", type=int, required=True)
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--log-format", default="text", choices=["text", "json"])
     parser.add_argument("--retire", action="store_true")
     args = parser.parse_args(argv)
     _die_with_parent(args.parent)
     settings = Settings(**json.loads(sys.stdin.buffer.read()))
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s %(name)s[worker {args.number}]: %(message)s",
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    configure(args.log_level, args.log_format, tag=f"[worker {args.number}]")
     if args.retire:
         log.info("retiring %s: storing what its session holds", settings.mqtt_client_id)
         return 0 if asyncio.run(retire(settings)) else 1

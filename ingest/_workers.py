@@ -181,12 +181,14 @@ class WorkerPool:
         plan: WorkerPlan,
         log_level: str = "info",
         *,
+        log_format: str = "text",
         command: Callable[[int, bool], list[str]] | None = None,
         stop_timeout_s: float = STOP_TIMEOUT_S,
         first_backoff_s: float = _FIRST_BACKOFF_S,
     ) -> None:
         self.plan = plan
         self._log_level = log_level
+        self._log_format = log_format
         self._command = command or self._worker_command
         self._stop_timeout_s = stop_timeout_s
         self._first_backoff_s = first_backoff_s
@@ -196,7 +198,7 @@ class WorkerPool:
 
     def _worker_command(self, number: int, retire: bool) -> list[str]:
         command = [sys.executable, "-m", "ingest._worker", str(number), "--parent", str(os.getpid())]
-        command += ["--log-level", self._log_level]
+        command += ["--log-level", self._log_level, "--log-format", self._log_format]
         return [*command, "--retire"] if retire else command
 
     async def __aenter__(self) -> WorkerPool:

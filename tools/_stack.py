@@ -131,6 +131,9 @@ persistence_location {home.root / "mosquitto"}/
 autosave_interval 10
 # Its own file logging flushes every line (stdout into a file would not), so the log reads live.
 log_dest file {home.logs / "mosquitto.log"}
+# ISO 8601 local time, as the service's lines have it (not seconds since 1970).
+log_timestamp true
+log_timestamp_format %Y-%m-%dT%H:%M:%S%z
 log_type error
 log_type warning
 log_type notice

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import signal
 import sqlite3
 import subprocess
@@ -367,7 +366,14 @@ def _prepare_workers(home: Home, plan: WorkerPlan) -> None:
 @click.option(
     "--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
 )
-def ingest(host: str | None, port: int | None, workers: int, log_level: str) -> None:
+@click.option(
+    "--log-format",
+    default="text",
+    show_default=True,
+    type=click.Choice(["text", "json"]),
+    help="Log lines as text with ISO 8601 times, or one JSON object per line.",
+)
+def ingest(host: str | None, port: int | None, workers: int, log_level: str, log_format: str) -> None:
     """Run the ingest service: MQTT consumer, InfluxDB writer and HTTP API.
 
     Settings come from FIELDLINK_* variables or .env; what they leave out is taken from the local
@@ -378,6 +384,7 @@ def ingest(host: str | None, port: int | None, workers: int, log_level: str) -> 
     import uvicorn
 
     from ingest import SpoolError, WorkerPool, create_app, load_settings, open_spool, plan_workers, serve_with_workers
+    from ingest._logging import configure
 
     home = _home()
     try:
@@ -387,8 +394,7 @@ def ingest(host: str | None, port: int | None, workers: int, log_level: str) -> 
         raise UsageError(f"ingest settings: {problems}") from exc
     host = host or settings.http_host
     port = port or settings.http_port
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per write drowns the real news
+    log_config = configure(log_level, "json" if log_format == "json" else "text")
     if not port_free(port, host):
         raise UsageError(f"port {port} on {host} is busy; choose another with --port or FIELDLINK_HTTP_PORT")
     plan = plan_workers(settings, workers)
@@ -399,8 +405,8 @@ def ingest(host: str | None, port: int | None, workers: int, log_level: str) -> 
         raise EnvironmentProblem(str(exc)) from exc
     app = create_app(plan.settings(1), spool)
     if plan.needs_pool:
-        serve_with_workers(app, WorkerPool(plan, log_level))
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+        serve_with_workers(app, WorkerPool(plan, log_level, log_format=log_format))
+    uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=log_config)
 
 
 # --- simulate ----------------------------------------------------------------------------------------
@@ -445,11 +451,41 @@ def simulate(count: int, duration: float | None, replay: Path | None, prefix: st
         raise UsageError("the stack is not up; run `fieldlink stack up` first")
     ids = [f"{prefix}-{i}" for i in range(1, count + 1)]
     _ensure_devices(home, ids)
-    nodes = [start_node(home, i, home.logs / f"{i}.log", replay=replay, duration_s=duration) for i in ids]
+    logs = {i: home.logs / f"{i}.log" for i in ids}
+    starts = {i: logs[i].stat().st_size if logs[i].exists() else 0 for i in ids}
+    started = time.monotonic()
+    nodes = [start_node(home, i, logs[i], replay=replay, duration_s=duration) for i in ids]
     click.echo(f"started {count} node(s); logs in {home.logs}")
     failed = _wait_nodes(nodes, ids, duration)
+    _simulation_summary(ids, nodes, logs, starts, time.monotonic() - started)
     if failed:
         raise ServiceFailed(f"node(s) {', '.join(failed)} exited with an error; see their logs in {home.logs}")
+
+
+# The node's closing line on its log: its counters as JSON (firmware/app.py).
+_STOPPED = "stopped: "
+_SUMMARY_COUNTERS = ("queued", "dropped", "resent", "reconnects", "read_errors")
+
+
+def _simulation_summary(
+    ids: list[str], nodes: list[subprocess.Popen[bytes]], logs: dict[str, Path], starts: dict[str, int], ran_s: float
+) -> None:
+    """What each node reported when it stopped (its counters), one line per node."""
+    click.echo(f"simulation ended after {ran_s:.1f} s:")
+    for device_id, node in zip(ids, nodes, strict=True):
+        counters: dict[str, Any] = {}
+        try:
+            with logs[device_id].open("rb") as f:
+                f.seek(starts[device_id])
+                text = f.read().decode("utf-8", "replace")
+            if _STOPPED in text:
+                counters = json.loads(text.rsplit(_STOPPED, 1)[1].splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            counters = {}
+        code = node.returncode
+        how = "ok" if code in (0, -signal.SIGTERM) else f"exited with {code}"
+        shown = ", ".join(f"{name} {counters[name]}" for name in _SUMMARY_COUNTERS if name in counters)
+        click.echo(f"  {device_id:20} {how:14} {shown or 'no counters reported (stopped early)'}")
 
 
 def _wait_nodes(nodes: list[subprocess.Popen[bytes]], ids: list[str], duration: float | None) -> list[str]:
@@ -510,6 +546,9 @@ def run(count: int, http_port: int) -> None:
             f"""
 fieldlink is running: {count} simulated nodes -> Mosquitto (mutual TLS) -> ingest -> InfluxDB.
 
+  Dashboard:        http://127.0.0.1:{http_port}/
+  API docs:         http://127.0.0.1:{http_port}/docs
+  Metrics:          curl http://127.0.0.1:{http_port}/metrics
   Latest readings:  curl http://127.0.0.1:{http_port}/api/devices/node-1/latest
   Devices:          curl http://127.0.0.1:{http_port}/api/devices
   Service health:   curl http://127.0.0.1:{http_port}/healthz
@@ -520,8 +559,12 @@ fieldlink is running: {count} simulated nodes -> Mosquitto (mutual TLS) -> inges
 
 Press Ctrl-C to stop everything this command started."""
         )
+        next_summary = time.monotonic() + _SUMMARY_EVERY_S
         while all(p.poll() is None for p in processes):
             time.sleep(0.5)
+            if time.monotonic() >= next_summary:
+                next_summary += _SUMMARY_EVERY_S
+                click.echo(_summary_line(http_port))
         dead = [p for p in processes if p.poll() is not None]
         raise ServiceFailed(f"a process exited unexpectedly ({dead[0].args!r}); see the logs in {home.logs}")
     except KeyboardInterrupt:
@@ -530,6 +573,27 @@ Press Ctrl-C to stop everything this command started."""
         _stop_all(processes)
         if started_stack:
             click.echo(stack_.down())
+
+
+_SUMMARY_EVERY_S = 5.0
+
+
+def _summary_line(http_port: int) -> str:
+    """One line of what the service did so far: devices online, points stored, rejections."""
+    import httpx
+
+    stamp = time.strftime("%H:%M:%S")
+    try:
+        service = httpx.get(f"http://127.0.0.1:{http_port}/api/service", timeout=2).json()
+        counters = service["health"]["counters"]
+        line = (
+            f"{stamp}  devices online {service['devices_online']}/{service['devices_active']}"
+            f" · points stored {counters.get('stored_points', 0):,} · rejected {counters.get('rejected', 0):,}"
+        )
+        problems = service["health"]["problems"]
+        return line + (f" · {'; '.join(problems)}" if problems else "")
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        return f"{stamp}  the ingest service does not answer ({type(exc).__name__})"
 
 
 def _interrupt(signum: int, frame: object) -> None:
