@@ -70,6 +70,20 @@ def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_a_busy_http_port_is_exit_code_3_for_ingest_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FIELDLINK_MQTT_TLS", "false")
+    monkeypatch.setenv("FIELDLINK_SPOOL_DIR", str(tmp_path / "spool"))
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        busy = squatter.getsockname()[1]
+        result = fieldlink(tmp_path / "home", "ingest", "--port", str(busy))
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.strip() == (
+        f"error: port {busy} on 127.0.0.1 is busy; choose another with --port or FIELDLINK_HTTP_PORT"
+    )
+
+
 def test_stack_up_twice_and_status(stack: StackInfo) -> None:
     again = fieldlink(stack.home, "stack", "up")
     assert again.returncode == 0

@@ -396,7 +396,7 @@ def ingest(host: str | None, port: int | None, workers: int, log_level: str, log
     port = port or settings.http_port
     log_config = configure(log_level, "json" if log_format == "json" else "text")
     if not port_free(port, host):
-        raise UsageError(f"port {port} on {host} is busy; choose another with --port or FIELDLINK_HTTP_PORT")
+        raise EnvironmentProblem(f"port {port} on {host} is busy; choose another with --port or FIELDLINK_HTTP_PORT")
     plan = plan_workers(settings, workers)
     _prepare_workers(home, plan)
     try:  # before the server starts, so that a folder in use or unwritable is a clear error
@@ -526,7 +526,7 @@ def run(count: int, http_port: int) -> None:
         ids = [f"node-{i}" for i in range(1, count + 1)]
         _ensure_devices(home, ids)
         if not port_free(http_port):
-            raise UsageError(f"port {http_port} on 127.0.0.1 is busy; choose another with --http-port")
+            raise EnvironmentProblem(f"port {http_port} on 127.0.0.1 is busy; choose another with --http-port")
         ingest_log = (home.logs / "ingest.log").open("ab")
         processes.append(
             subprocess.Popen(
