@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -37,8 +38,40 @@ class StackState:
 
 
 class Home:
-    def __init__(self, root: Path | None = None) -> None:
-        self.root = (root or Path(os.environ.get("FIELDLINK_HOME", ".fieldlink"))).resolve()
+    def __init__(self, root: Path | None = None, *, writable: bool | None = None) -> None:
+        """The state folder `root`, or the user's ($FIELDLINK_HOME, else ./.fieldlink). The user's is
+        checked at once (a UsageError saying why it cannot be used), as a folder that exists or can be
+        made, and with `writable` (default: for the user's) one this user can write to."""
+        named = root or Path(os.environ.get("FIELDLINK_HOME") or ".fieldlink")
+        self.root = named.resolve()
+        if root is None or writable:
+            self.check(writable=writable is not False)
+
+    def check(self, writable: bool = True) -> None:
+        """UsageError unless the state folder is a folder, or could be made one (no file where it or
+        a folder above it should be), and, with `writable`, one this user can make files in (tried: a
+        temporary folder made and removed at once, which also catches read-only file systems and root's
+        folders that refuse everyone, as /sys does)."""
+        where = "FIELDLINK_HOME" if os.environ.get("FIELDLINK_HOME") else "the state folder"
+        fix = "point FIELDLINK_HOME at a folder of your own (default ./.fieldlink)"
+        try:
+            existing = self.root
+            while not existing.exists() and existing != existing.parent:
+                existing = existing.parent
+            if not existing.is_dir():
+                what = "is a file" if existing == self.root else f"lies under {existing}, which is a file"
+                raise UsageError(f"{where} {self.root} cannot be used: it {what}; {fix}")
+            if writable:
+                try:
+                    os.rmdir(tempfile.mkdtemp(prefix=".fieldlink-probe-", dir=existing))
+                except OSError as exc:
+                    what = "" if existing == self.root else f" (it does not exist, and cannot be made in {existing})"
+                    raise UsageError(
+                        f"{where} {self.root} cannot be used: {exc.strerror.lower() if exc.strerror else exc}"
+                        f"{what}; {fix}"
+                    ) from exc
+        except OSError as exc:  # e.g. a folder above it that may not be searched
+            raise UsageError(f"{where} {self.root} cannot be used: {exc}; {fix}") from exc
 
     @property
     def pki(self) -> Path:

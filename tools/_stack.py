@@ -8,8 +8,11 @@ import json
 import logging
 import secrets
 import shutil
+import socket
+import ssl
 import subprocess
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -43,9 +46,16 @@ from tools._process import pid_alive, port_free, process_name, process_start_tim
 log = logging.getLogger("fieldlink.stack")
 
 _START_TIMEOUT_S = 30.0
+# How long a running part has to answer (the broker a TLS handshake, the database /ping) before it
+# counts as not answering.
+_PROBE_TIMEOUT_S = 2.0
+# Each HTTP request of the database's setup (its users and the database).
+_QUERY_TIMEOUT_S = 5.0
 _PORT_OPTIONS = {"mosquitto": "mqtt-port", "influxdb": "influx-port", "influxdb rpc": "influx-rpc-port"}
 # What /proc/PID/comm says for each service's program.
 _PROGRAMS = {"mosquitto": BROKER_PROGRAM, "influxdb": "influxd"}
+# The program each part runs.
+_PROGRAMS_BINARY = {"mosquitto": "mosquitto", "influxdb": "influxd"}
 
 # Devices publish only under their own topics and read only their own config and commands; the ingest
 # service (each of its worker identities) reads every device's data and status; the admin identity
@@ -297,6 +307,15 @@ class ServiceStatus:
     pid: int | None
     port: int
     running: bool
+    # Running but not answering: why (None when it answers, or when it is not running, or not asked).
+    problem: str | None = None
+
+    @property
+    def state(self) -> str:
+        """`up`, `down` or `not answering`."""
+        if not self.running:
+            return "down"
+        return "not answering" if self.problem else "up"
 
 
 def _is_ours(name: str, pid: int, mark: ProcessMark | None) -> bool:
@@ -336,17 +355,47 @@ class Stack:
                 self.home.broker_pid_path.unlink(missing_ok=True)
         return state, notes
 
-    def status(self) -> list[ServiceStatus]:
+    def status(self, probe: bool = True) -> list[ServiceStatus]:
+        """Each part: running or not (a zombie is not), and with `probe`, whether a running part answers
+        (within _PROBE_TIMEOUT_S)."""
         state, notes = self._load_checked()
         for note in notes:
             log.warning(note)
-        return [
-            ServiceStatus(name, state.pids.get(name), port, name in state.pids)
-            for name, port in (("mosquitto", state.mqtt_port), ("influxdb", state.influx_port))
-        ]
+        services = []
+        for name, port in (("mosquitto", state.mqtt_port), ("influxdb", state.influx_port)):
+            running = name in state.pids
+            problem = self._probe(name, state) if running and probe else None
+            services.append(ServiceStatus(name, state.pids.get(name), port, running, problem))
+        return services
 
     def is_up(self) -> bool:
-        return all(s.running for s in self.status())
+        return all(s.running for s in self.status(probe=False))
+
+    def _probe(self, name: str, state: StackState) -> str | None:
+        """None if the running part answers: the broker a TLS handshake with the admin identity, the
+        database HTTP /ping; otherwise what went wrong."""
+        if name == "mosquitto":
+            return self._probe_broker(state.mqtt_port)
+        try:
+            response = httpx.get(f"http://127.0.0.1:{state.influx_port}/ping", timeout=_PROBE_TIMEOUT_S)
+        except httpx.HTTPError as exc:
+            return f"no answer to HTTP /ping on port {state.influx_port} within {_PROBE_TIMEOUT_S:g} s ({exc!r})"
+        if response.status_code != 204:
+            return f"HTTP /ping on port {state.influx_port} answered {response.status_code}"
+        return None
+
+    def _probe_broker(self, port: int) -> str | None:
+        pki = self.home.pki_files
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=_PROBE_TIMEOUT_S) as sock:
+                if not (pki.ca_cert.is_file() and pki.admin_cert.is_file()):
+                    return None  # nothing to shake hands with: the port answers, that is all there is
+                context = ssl.create_default_context(cafile=str(pki.ca_cert))
+                context.load_cert_chain(str(pki.admin_cert), str(pki.admin_key))
+                with context.wrap_socket(sock, server_hostname=BROKER_NAMES[0]):
+                    return None
+        except (OSError, ssl.SSLError) as exc:
+            return f"no TLS handshake on port {port} within {_PROBE_TIMEOUT_S:g} s ({type(exc).__name__}: {exc})"
 
     def worker_identities(self) -> list[str]:
         """The ingest worker identities whose certificates `fieldlink ingest --workers N` had this
@@ -415,8 +464,12 @@ class Stack:
         influx_rpc_port: int | None = None,
         public_names: list[str] | None = None,
     ) -> str:
-        """Start what is not running; returns a sentence saying what happened. `public_names` (None:
-        as before) are the names the broker's certificate carries for field nodes."""
+        """Start whichever part is down and leave a running one alone; returns what happened. Each part
+        is started and waited for on its own (bounded), the database's setup runs when the database was
+        started now or needs it (new credentials), and a part that fails is stopped only if this call
+        started it. ServiceFailed (after starting what it could) when a part would not start, or runs
+        but does not answer. `public_names` (None: as before) are the names the broker's certificate
+        carries for field nodes."""
         state, notes = self._load_checked()
         for note in notes:
             log.warning(note)
@@ -425,17 +478,30 @@ class Stack:
             public_names = [_public_name(name) for name in public_names]
         if "mosquitto" in running and public_names is not None and public_names != state.public_names:
             raise UsageError("the broker is running; run `fieldlink stack down` before changing its public names")
+        for name, asked, current in (
+            ("mosquitto", mqtt_port, state.mqtt_port),
+            ("influxdb", influx_port, state.influx_port),
+            ("influxdb", influx_rpc_port, state.influx_rpc_port),
+        ):
+            if name in running and asked is not None and asked != current:
+                raise UsageError(f"{name} is running on its ports; run `fieldlink stack down` to change them")
         if running == {"mosquitto", "influxdb"}:
-            if any(p is not None for p in (mqtt_port, influx_port, influx_rpc_port)):
-                raise UsageError("the stack is already up; run `fieldlink stack down` to change its ports")
+            probes = {name: self._probe(name, state) for name in ("mosquitto", "influxdb")}
+            not_answering = [f"{n} (pid {state.pids[n]}) runs but {p}" for n, p in probes.items() if p]
+            if not_answering:
+                raise ServiceFailed(
+                    "the stack is running, but " + "; ".join(not_answering) + ". Nothing was restarted: stop it "
+                    "with `fieldlink stack down`, then `fieldlink stack up`"
+                )
             return f"stack already up (mqtts://127.0.0.1:{state.mqtt_port}, http://127.0.0.1:{state.influx_port})"
-        missing = [b for b in ("mosquitto", "influxd") if _binary(b) is None]
+        to_start = [name for name in ("mosquitto", "influxdb") if name not in running]
+        missing = [b for b in (_PROGRAMS_BINARY[n] for n in to_start) if _binary(b) is None]
         if missing:
             raise EnvironmentProblem(
                 f"{' and '.join(missing)} not found on PATH; run `make setup` (installs the Debian packages "
                 "mosquitto and influxdb) or install them yourself"
             )
-        plugin = _dynsec_plugin()
+        plugin = _dynsec_plugin() if "mosquitto" in to_start else None
         if mqtt_port is not None:
             state.mqtt_port = mqtt_port
         if influx_port is not None:
@@ -444,11 +510,13 @@ class Stack:
             state.influx_rpc_port = influx_rpc_port
         if public_names is not None:
             state.public_names = public_names
-        wanted = [("mosquitto", state.mqtt_port), ("influxdb", state.influx_port)]
-        if "influxdb" not in running:
-            wanted.append(("influxdb rpc", state.influx_rpc_port))
+        wanted = []
+        if "mosquitto" in to_start:
+            wanted.append(("mosquitto", state.mqtt_port))
+        if "influxdb" in to_start:
+            wanted += [("influxdb", state.influx_port), ("influxdb rpc", state.influx_rpc_port)]
         for name, port in wanted:
-            if name.split()[0] not in running and not port_free(port):
+            if not port_free(port):
                 raise EnvironmentProblem(
                     f"port {port} on 127.0.0.1 is busy, so {name} cannot listen there; stop what uses it, "
                     f"or choose another port once with `fieldlink stack up --{_PORT_OPTIONS[name]} N` "
@@ -458,16 +526,19 @@ class Stack:
         self.prepare_pki(state.public_names)
         self.home.logs.mkdir(exist_ok=True)
         mosq_dir = self.home.root / "mosquitto"
-        mosq_dir.mkdir(exist_ok=True)
-        write_atomic(mosq_dir / "acl", _acl([INGEST_IDENTITY, *self.worker_identities()]).encode())
-        write_atomic(mosq_dir / "mosquitto.conf", _mosquitto_conf(self.home, state, plugin).encode())
-        if not (mosq_dir / "dynsec.json").exists():
-            write_atomic(mosq_dir / "dynsec.json", (json.dumps(_DYNSEC, indent=2) + "\n").encode(), 0o600)
         influx_dir = self.home.root / "influxdb"
+        mosq_dir.mkdir(exist_ok=True)
         influx_dir.mkdir(exist_ok=True)
-        write_atomic(influx_dir / "influxdb.conf", _influx_conf(self.home, state).encode())
+        if plugin is not None:  # a running broker keeps its files (tests add identities to its ACL)
+            write_atomic(mosq_dir / "acl", _acl([INGEST_IDENTITY, *self.worker_identities()]).encode())
+            write_atomic(mosq_dir / "mosquitto.conf", _mosquitto_conf(self.home, state, plugin).encode())
+            if not (mosq_dir / "dynsec.json").exists():
+                write_atomic(mosq_dir / "dynsec.json", (json.dumps(_DYNSEC, indent=2) + "\n").encode(), 0o600)
+        if "influxdb" in to_start:
+            write_atomic(influx_dir / "influxdb.conf", _influx_conf(self.home, state).encode())
         credentials = influx_credentials(self.home)
         fresh = credentials is None
+        needs_setup = fresh
         if credentials is None:
             # Written before the users exist, so that a crash in between cannot lose a password.
             credentials = InfluxCredentials.new()
@@ -475,46 +546,75 @@ class Stack:
         elif credentials.reader is None:  # made before readers: one more user, saved before it exists
             credentials = replace(credentials, reader=Login(INFLUX_READER, secrets.token_urlsafe(24)))
             _write_influx_credentials(self.home, credentials)
+            needs_setup = True
         _write_influx_netrc(self.home, credentials)  # from the credentials, also after a restore
 
-        started: list[str] = []
+        said: list[str] = []
+        problems: list[str] = []
+        if "mosquitto" in to_start:
+            argv = [_binary("mosquitto") or "mosquitto", "-c", str(mosq_dir / "mosquitto.conf")]
+            try:
+                self._start(state, "mosquitto", argv, lambda: None)
+                public = (
+                    f"; field nodes reach it as {', '.join(state.public_names)} on port {state.mqtt_port}"
+                    if state.public_names
+                    else ""
+                )
+                said.append(f"mosquitto started on mqtts://127.0.0.1:{state.mqtt_port} (mutual TLS{public})")
+            except ServiceFailed as exc:
+                problems.append(str(exc))
+        else:
+            said.append(self._running_line("mosquitto", state, problems))
+        database = f"database {state.database}, users in {self.home.influx_credentials_path}"
+        if "influxdb" in to_start:
+            argv = [_binary("influxd") or "influxd", "run", "-config", str(influx_dir / "influxdb.conf")]
+            try:
+                self._start(state, "influxdb", argv, lambda: self._prepare_database(state, credentials, fresh))
+                said.append(f"influxdb started on http://127.0.0.1:{state.influx_port} ({database})")
+            except ServiceFailed as exc:
+                problems.append(str(exc))
+        else:
+            line = self._running_line("influxdb", state, problems)
+            if needs_setup and not line.endswith("not answering"):
+                try:
+                    self._prepare_database(state, credentials, fresh)
+                    line += f", set up ({database})"
+                except ServiceFailed as exc:
+                    problems.append(str(exc))
+            said.append(line)
+        if problems:
+            raise ServiceFailed("\n".join([*said, *problems]))
+        return "stack up: " + "; ".join(said) + f"; state in {self.home.root}"
+
+    def _running_line(self, name: str, state: StackState, problems: list[str]) -> str:
+        """What `up` says of a part that was running, and the problem if it does not answer."""
+        pid = state.pids[name]
+        problem = self._probe(name, state)
+        if problem is None:
+            return f"{name} already running (pid {pid})"
+        problems.append(
+            f"{name} (pid {pid}) runs but {problem}; it was left alone: stop it with `fieldlink stack down` "
+            "(or kill it), then `fieldlink stack up`"
+        )
+        return f"{name} already running (pid {pid}) but not answering"
+
+    def _start(self, state: StackState, name: str, argv: list[str], setup: Callable[[], None]) -> None:
+        """Start one part, wait (bounded) for its port, then run `setup`; if any of that fails, stop
+        the part again (it was started here) and raise ServiceFailed."""
+        self._spawn(state, name, argv)
+        if name == "mosquitto":
+            write_atomic(self.home.broker_pid_path, f"{state.pids['mosquitto']}\n".encode())
+        self.home.save_state(state)
         try:
-            if "mosquitto" not in running:
-                self._spawn(
-                    state,
-                    "mosquitto",
-                    [_binary("mosquitto") or "mosquitto", "-c", str(mosq_dir / "mosquitto.conf")],
-                )
-                started.append("mosquitto")
-                write_atomic(self.home.broker_pid_path, f"{state.pids['mosquitto']}\n".encode())
-            if "influxdb" not in running:
-                self._spawn(
-                    state,
-                    "influxdb",
-                    [_binary("influxd") or "influxd", "run", "-config", str(influx_dir / "influxdb.conf")],
-                )
-                started.append("influxdb")
-            self.home.save_state(state)
-            self._wait_ready(state)
-            self._prepare_database(state, credentials, fresh)
-        except Exception:
-            for name in started:
-                stop_pid(state.pids.pop(name))
-                state.started.pop(name, None)
-            if "mosquitto" in started:
+            self._wait_ready(state, name)
+            setup()
+        except BaseException:
+            stop_pid(state.pids.pop(name))
+            state.started.pop(name, None)
+            if name == "mosquitto":
                 self.home.broker_pid_path.unlink(missing_ok=True)
             self.home.save_state(state)
             raise
-        public = (
-            f"; field nodes reach the broker as {', '.join(state.public_names)} on port {state.mqtt_port}"
-            if state.public_names
-            else ""
-        )
-        return (
-            f"stack up: mosquitto on mqtts://127.0.0.1:{state.mqtt_port} (mutual TLS{public}), "
-            f"influxdb on http://127.0.0.1:{state.influx_port} (database {state.database}, users in "
-            f"{self.home.influx_credentials_path}); state in {self.home.root}"
-        )
 
     def _spawn(self, state: StackState, name: str, argv: list[str]) -> None:
         """Start the service and record its PID with what tells that process apart from later ones."""
@@ -528,14 +628,15 @@ class Stack:
         if start_time is not None and program is not None:  # else it died at once: _wait_ready says so
             state.started[name] = ProcessMark(start_time, program)
 
-    def _wait_ready(self, state: StackState) -> None:
+    def _wait_ready(self, state: StackState, name: str) -> None:
+        port = state.mqtt_port if name == "mosquitto" else state.influx_port
         deadline = time.monotonic() + _START_TIMEOUT_S
-        for name, port in (("mosquitto", state.mqtt_port), ("influxdb", state.influx_port)):
-            pid = state.pids[name]
-            while not wait_port(port, 0.5):
-                if not pid_alive(pid) or time.monotonic() > deadline:
-                    log_path = self.home.logs / f"{name}.log"
-                    raise ServiceFailed(f"{name} did not start; the end of {log_path}:\n{tail(log_path)}")
+        pid = state.pids[name]
+        while not wait_port(port, 0.5):
+            if not pid_alive(pid) or time.monotonic() > deadline:
+                log_path = self.home.logs / f"{name}.log"
+                how = "exited" if not pid_alive(pid) else f"did not listen on port {port} within {_START_TIMEOUT_S:g} s"
+                raise ServiceFailed(f"{name} did not start ({how}); the end of {log_path}:\n{tail(log_path)}")
 
     def _prepare_database(self, state: StackState, credentials: InfluxCredentials, fresh: bool) -> None:
         """The admin user (made on a database that has no users yet), the database, the writer, which
@@ -547,7 +648,7 @@ class Stack:
 
         def query(q: str, auth: tuple[str, str] | None = None) -> httpx.Response:
             # In the body, not the URL: some statements hold passwords.
-            return httpx.post(url, data={"q": q}, auth=auth, timeout=10)
+            return httpx.post(url, data={"q": q}, auth=auth, timeout=_QUERY_TIMEOUT_S)
 
         deadline = time.monotonic() + _START_TIMEOUT_S
         while True:
@@ -595,14 +696,17 @@ class Stack:
                 verb = " ".join(statement.split()[:2])
                 raise ServiceFailed(f"influxdb refused {verb}: HTTP {response.status_code} {errors or ''}")
 
-    def down(self) -> str:
+    def down(self, parts: Iterable[str] | None = None) -> str:
+        """Stop the parts `stack up` started (`parts`: only these, e.g. those a command started itself)."""
         state, notes = self._load_checked()
+        chosen = set(state.pids) if parts is None else set(parts) & set(state.pids)
         stopped = []
-        for name, pid in sorted(state.pids.items()):
-            stop_pid(pid)
+        for name in sorted(chosen):
+            stop_pid(state.pids.pop(name))
+            state.started.pop(name, None)
             stopped.append(name)
-        state.pids, state.started = {}, {}
-        self.home.broker_pid_path.unlink(missing_ok=True)
+        if "mosquitto" not in state.pids:
+            self.home.broker_pid_path.unlink(missing_ok=True)
         if self.home.state_path.exists():
             self.home.save_state(state)
         said = f"stopped {', '.join(stopped)}" if stopped else "stack already down"

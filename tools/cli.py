@@ -40,8 +40,9 @@ from tools._stack import Stack
 _CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
-def _home() -> Home:
-    return Home()
+def _home(writable: bool = True) -> Home:
+    """The user's state folder, checked (a UsageError, exit code 2, if it cannot be used)."""
+    return Home(writable=writable)
 
 
 @click.group(context_settings=_CONTEXT)
@@ -96,11 +97,19 @@ def stack_down() -> None:
 
 @stack.command("status", context_settings=_CONTEXT)
 def stack_status() -> None:
-    """Show whether each service runs; exit code 1 if any does not."""
+    """Whether each part is up, down, or running but not answering (the broker a TLS handshake, the
+    database HTTP /ping, within 2 s). Exit code 0 if both are up, 1 if one is down, 4 if one runs but
+    does not answer."""
     services = Stack(_home()).status()
     for service in services:
-        state = f"running (pid {service.pid})" if service.running else "stopped"
-        click.echo(f"{service.name:10} port {service.port:<6} {state}")
+        line = f"{service.name:10} port {service.port:<6} {service.state}"
+        if service.running:
+            line += f" (pid {service.pid})"
+        if service.problem:
+            line += f": {service.problem}"
+        click.echo(line)
+    if any(s.problem for s in services):
+        sys.exit(ServiceFailed.exit_code)
     if not all(s.running for s in services):
         sys.exit(1)
 
@@ -386,7 +395,7 @@ def ingest(host: str | None, port: int | None, workers: int, log_level: str, log
     from ingest import SpoolError, WorkerPool, create_app, load_settings, open_spool, plan_workers, serve_with_workers
     from ingest._logging import configure
 
-    home = _home()
+    home = _home(writable=False)  # read for the local stack's settings only; a server's may be read-only
     try:
         settings = load_settings(_stack_fallbacks(home))
     except ValidationError as exc:
@@ -517,12 +526,13 @@ def run(count: int, http_port: int) -> None:
     """The whole local system: stack, ingest service and simulated nodes; Ctrl-C stops it all."""
     home = _home()
     stack_ = Stack(home)
-    started_stack = not stack_.is_up()
+    # Only the parts that were down are this command's to stop again.
+    started_parts = [s.name for s in stack_.status(probe=False) if not s.running]
     # `kill` and service managers send SIGTERM: clean up as for Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
-    click.echo(stack_.up())
     processes: list[subprocess.Popen[bytes]] = []
     try:
+        click.echo(stack_.up())
         ids = [f"node-{i}" for i in range(1, count + 1)]
         _ensure_devices(home, ids)
         if not port_free(http_port):
@@ -571,8 +581,8 @@ Press Ctrl-C to stop everything this command started."""
         click.echo("\nstopping")
     finally:
         _stop_all(processes)
-        if started_stack:
-            click.echo(stack_.down())
+        if started_parts:
+            click.echo(stack_.down(started_parts))
 
 
 _SUMMARY_EVERY_S = 5.0
