@@ -22,22 +22,28 @@ help:
 
 setup: $(STAMP) $(ESP32_STUBS)/.installed system-packages
 
+# Each step prints one line; pip's output goes to $(SETUP_LOG), which a failing step names and ends with.
+SETUP_LOG ?= $(VENV)/setup.log
+STEP = @bash tools/setup/step.sh $(SETUP_LOG)
+
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "fieldlink needs Python 3.11 or newer, found " + sys.version.split()[0])'
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	@mkdir -p $(VENV) && : > $(SETUP_LOG)
+	@echo "setting up $(VENV) (output of each step in $(SETUP_LOG))"
+	$(STEP) "virtual environment $(VENV)" $(PYTHON) -m venv $(VENV)
+	$(STEP) "pip up to date" $(BIN)/pip install --upgrade pip
+	$(STEP) "fieldlink and its dev tools (pyproject.toml)" $(BIN)/pip install -e '.[dev]'
 	@touch $(STAMP)
 
 $(ESP32_STUBS)/.installed: $(STAMP)
-	$(BIN)/pip install --quiet --upgrade --target $(ESP32_STUBS) 'micropython-esp32-esp32-generic-stubs>=1.24'
+	$(STEP) "ESP32 type stubs for mypy" $(BIN)/pip install --upgrade --target $(ESP32_STUBS) 'micropython-esp32-esp32-generic-stubs>=1.24'
 	@touch $@
 
 system-packages:
-	@bash tools/setup/system-packages.sh
+	@SETUP_LOG=$(SETUP_LOG) bash tools/setup/system-packages.sh
 
 test: setup check
-	@bash tools/setup/system-packages.sh --tests
+	@SETUP_LOG=$(SETUP_LOG) bash tools/setup/system-packages.sh --tests
 	$(BIN)/pytest
 
 run: setup

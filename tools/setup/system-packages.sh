@@ -26,7 +26,9 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
   fi
 fi
-echo "installing Debian packages: ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# One line per step; apt-get's output into the setup log, named (with its end) if a step fails.
+log=${SETUP_LOG:-.venv/setup.log}
+step="$(dirname "$0")/step.sh"
+bash "$step" "$log" "package lists (apt-get update)" $sudo apt-get update
+bash "$step" "Debian packages: ${need[*]}" $sudo apt-get install -y --no-install-recommends "${need[@]}"
