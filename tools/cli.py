@@ -382,7 +382,16 @@ def _prepare_workers(home: Home, plan: WorkerPlan) -> None:
     type=click.Choice(["text", "json"]),
     help="Log lines as text with ISO 8601 times, or one JSON object per line.",
 )
-def ingest(host: str | None, port: int | None, workers: int, log_level: str, log_format: str) -> None:
+@click.option(
+    "--check-config",
+    is_flag=True,
+    help="Check the settings and reach each dependency (the broker: TLS and MQTT CONNECT as the service; "
+    "InfluxDB: ping, an empty write, a read; the registry; the spool folder), then exit without starting: "
+    "0 all well, 2 a setting is wrong, 3 a file or folder is missing or in use, 4 a service does not answer.",
+)
+def ingest(
+    host: str | None, port: int | None, workers: int, log_level: str, log_format: str, check_config: bool
+) -> None:
     """Run the ingest service: MQTT consumer, InfluxDB writer and HTTP API.
 
     Settings come from FIELDLINK_* variables or .env; what they leave out is taken from the local
@@ -403,6 +412,9 @@ def ingest(host: str | None, port: int | None, workers: int, log_level: str, log
         raise UsageError(f"ingest settings: {problems}") from exc
     host = host or settings.http_host
     port = port or settings.http_port
+    if check_config:
+        _check_config(settings)
+        return
     log_config = configure(log_level, "json" if log_format == "json" else "text")
     if not port_free(port, host):
         raise EnvironmentProblem(f"port {port} on {host} is busy; choose another with --port or FIELDLINK_HTTP_PORT")
@@ -416,6 +428,20 @@ def ingest(host: str | None, port: int | None, workers: int, log_level: str, log
     if plan.needs_pool:
         serve_with_workers(app, WorkerPool(plan, log_level, log_format=log_format))
     uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=log_config)
+
+
+def _check_config(settings: Any) -> None:
+    from tools._check import check_config, exit_code
+
+    checks = check_config(settings)
+    for check in checks:
+        click.echo(f"{check.name:15} {'ok' if check.ok else 'PROBLEM'}  {check.detail}")
+    code = exit_code(checks)
+    if code:
+        failed = sum(1 for c in checks if not c.ok)
+        click.echo(f"error: {failed} problem(s) found; the service was not started", err=True)
+        sys.exit(code)
+    click.echo("the settings are sound and every dependency answers")
 
 
 # --- simulate ----------------------------------------------------------------------------------------
