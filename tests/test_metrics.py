@@ -4,6 +4,7 @@ known set of messages (in-process: the real app, registry, spool and consumer; a
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from ingest._consumer import Consumer, Stats
 from ingest._spool import Spool
 from ingest._storage import Storage
 from ingest._workers import WorkerPool
-from shared.protocol import encode_batch, encode_status
+from shared.protocol import encode_batch
 from tests.support import IngestInfo
 
 SHA = "cd" * 32
@@ -32,6 +33,10 @@ class FakeWriter:
 
     async def close(self) -> None:
         pass
+
+
+def status(online: bool, counters: dict[str, int], t: int) -> bytes:
+    return json.dumps({"v": 1, "online": online, "counters": counters, "t": t}).encode()
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -76,8 +81,9 @@ def test_metrics_count_a_known_set_of_messages_exactly(service: tuple[TestClient
         await consumer.handle("fl/v1/m-3/data", encode_batch(1, t0, ["t"], [(0, 0, 1.0)]))  # revoked
         await consumer.handle("fl/v1/nobody/data", encode_batch(1, t0, ["t"], [(0, 0, 1.0)]))
         await consumer.handle("fl/v1/m-2/data", encode_batch(9, now + 3_600_000, ["t"], [(0, 0, 1.0)]))  # skew
-        await consumer.handle("fl/v1/m-1/status", encode_status(True, {"queued": 1}, t=now))
-        await consumer.handle("fl/v1/m-2/status", encode_status(False, {}, t=now))
+        # (Statuses with their own time, as docs/protocol.md has them.)
+        await consumer.handle("fl/v1/m-1/status", status(True, {"queued": 1}, now))
+        await consumer.handle("fl/v1/m-2/status", status(False, {}, now))
 
     asyncio.run(send())
     response = client.get("/metrics")
