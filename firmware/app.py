@@ -9,13 +9,13 @@
 import gc
 import json
 import select
+import sys
 import time
+from random import getrandbits
 
 from micropython import const
 
-from firmware.batcher import Batcher
-from firmware.errors import ConfigError
-from firmware.mqtt import DOWN, UP, MQTTClient
+from firmware.mqtt import DOWN, UP
 from shared import protocol
 
 _HOUSEKEEPING_MS = const(100)
@@ -34,29 +34,22 @@ _MAX_BACKOFF_MS = const(30000)
 _REFUSED = const(0x80)  # a SUBACK's failure code
 _ONLINE = "online"  # marks the status publish in flight, as opposed to a batch
 _SUBSCRIBE = "subscribe"  # marks the subscription in flight
+_STATUS = "status"  # marks a periodic status (health) in flight
+
+
+def seldom(name="seldom"):
+    """firmware/seldom.py (or another module), loaded for one use and dropped again: code the node
+    runs now and then."""
+    module = __import__("firmware." + name, None, None, ("x",))
+    del sys.modules["firmware." + name]
+    package = sys.modules.get("firmware")
+    if package is not None and name in package.__dict__:
+        delattr(package, name)
+    return module
 
 
 class Publisher:
-    def __init__(self, client, spool, board, wifi, data_topic, status_topic, ack_topic, status):
-        # board: connect_network(wifi), True once the network is up; status(online): the status
-        # payload.
-        self.client = client
-        self.spool = spool
-        self.board = board
-        self.wifi = wifi
-        self.data_topic = data_topic
-        self.status_topic = status_topic
-        self.ack_topic = ack_topic
-        self._ack_topic = ack_topic.encode()
-        self.status = status
-        self.reconnects = 0
-        self.bad_acks = 0  # ack payloads that are not version-1 acks
-        self.sending = None  # what the packet in flight carries: _SUBSCRIBE, _ONLINE, a batch, or None
-        self._subscribed = False  # the ack subscription went out on this connection
-        self._announced = False  # the retained "online" status went out on this connection
-        self._retry_at = 0
-        self.backoff_ms = _FIRST_BACKOFF_MS  # the wait before the next reconnect if this one fails
-        client.on_message = self.on_message
+    # Made by firmware/assemble.py: publisher() (start-up code, not kept in RAM).
 
     def on_message(self, topic, payload):
         """A message on the subscription: the service's ack. Never raises."""
@@ -83,7 +76,9 @@ class Publisher:
                 self._subscribed = False
                 self._announced = False
                 self.sending = None
-                client.connect(True)
+                client.connect(True)  # the broker's name is resolved again at every attempt
+            elif not self.board.online():
+                raise OSError("the network is gone")  # Wi-Fi lost: rejoin before reconnecting
             client.step()
             if client.state != UP or client.inflight:
                 return
@@ -108,111 +103,66 @@ class Publisher:
                 client.subscribe(self.ack_topic)
             elif not self._announced:
                 self._announced = True
+                self.status_due = False
                 self.sending = _ONLINE
+                client.publish(self.status_topic, self.status(True), 1, True)
+            elif self.status_due:
+                self.status_due = False
+                self.sending = _STATUS
                 client.publish(self.status_topic, self.status(True), 1, True)
             else:
                 spool.check(now)
                 payload = spool.next()
                 if payload is not None:
-                    self.sending = payload
-                    client.publish(self.data_topic, payload, 1)
+                    timed = self._timed(payload)
+                    if timed is not None:
+                        self.sending = payload  # what the spool gave: sent() knows it by identity
+                        client.publish(self.data_topic, timed, 1)
         except Exception as exc:  # MQTTError, a Wi-Fi or config problem: retry, never stop
             # A batch in flight stays in the spool and goes again after the reconnect.
             client.close()
             self.sending = None
             self.reconnects += 1
-            print("mqtt:", exc, "; retrying in", self.backoff_ms, "ms")
-            self._retry_at = clock.ticks_add(clock.ticks_ms(), self.backoff_ms)
+            # Jitter: a wait in [backoff / 2, backoff], so a fleet that lost its broker at once does
+            # not come back in lock step.
+            half = self.backoff_ms // 2
+            wait = half + getrandbits(16) % (half + 1)
+            print("mqtt:", exc, "; retrying in", wait, "ms")
+            self._retry_at = clock.ticks_add(clock.ticks_ms(), wait)
             self.backoff_ms = min(self.backoff_ms * 2, _MAX_BACKOFF_MS)
 
-    def stop(self, wait):
-        """Announce "offline" (retained), wait for its PUBACK with wait(ms), and disconnect."""
-        client = self.client
-        if client.state == UP:
-            try:
-                client.publish(self.status_topic, self.status(False), 1, True)
-                while client.inflight:
-                    wait(20)
-                    client.step()
-            except Exception:  # MQTTError: the will says offline for us
-                pass
-            client.disconnect()
+    def _timed(self, payload):
+        """The payload as it goes: a batch made before the clock was known (t0 negative) gets its
+        true time, or waits for it, or is refused (firmware/seldom.py: timed)."""
+        spool = self.spool
+        if payload is self._held and spool.seq >> 20 not in spool.anchors:
+            return None
+        k = payload.find(b",", 13)  # after b'{"v":1,"seq":N'
+        if k < 0 or payload[k + 6] != 45:  # not '-': stamped with the clock
+            return payload
+        return seldom().timed(self, payload, k)
 
 
 class Node:
-    def __init__(self, board, config, tls, sensor_names, groups, config_error=None):
-        self.board = board
-        broker = config["broker"]
-        device_id = config["device_id"]
-        status_topic = protocol.status_topic(device_id)
-        client = MQTTClient(
-            device_id,
-            broker["host"],
-            broker["port"],
-            ssl_context=tls,
-            server_hostname=broker.get("server_hostname", broker["host"]),
-            keepalive_s=broker["keepalive_s"],
-            timeout_ms=broker["timeout_ms"],
-            will=(status_topic, protocol.encode_status(False), True, 1),
-        )
-        # Only what the node needs later is kept: the parsed config dict would hold RAM for nothing.
-        self.drain_timeout_ms = config["drain_timeout_ms"]
-        self.config_error = config_error  # why the node runs on its last good config, if it does
-        self.device_id = device_id
-        self.cert_id = config.get("cert_id")  # the certificate in use, named in the status
-        self.sensor_names = sensor_names
-        self.groups = groups
-        batch = config["batch"]
-        try:
-            self.batcher = Batcher(self.sensor_names, batch["max_readings"], batch["max_age_ms"])
-        except ValueError as exc:
-            raise ConfigError(str(exc))
-        # The spool, booted at start-up (firmware/config.py): batches a previous boot left are sent
-        # first, and this boot's sequences lie above all of theirs.
-        self.spool = config["spool"]
-        self.batcher.seq = self.spool.seq
-        self.publisher = Publisher(
-            client,
-            self.spool,
-            board,
-            config.get("wifi"),
-            protocol.data_topic(device_id),
-            status_topic,
-            protocol.ack_topic(device_id),
-            self.status,
-        )
-        self.read_errors = 0
-        self._poller = select.poll()
-        self._polled = None  # the socket registered with the poller
-
-    def counters(self):
-        driver_errors = 0
-        for group in self.groups:
-            driver_errors += group.driver.errors
-        spool = self.spool
-        publisher = self.publisher
-        return {
-            "dropped": spool.dropped,
-            "read_errors": self.read_errors,
-            "driver_errors": driver_errors,
-            "reconnects": publisher.reconnects,
-            "queued": spool.queued,
-            "queued_bytes": spool.bytes,
-            "refused": spool.refused,
-            "resent": spool.resent,
-            "bad_acks": publisher.bad_acks + publisher.client.skipped,
-        }
+    # Made by firmware/assemble.py: node() (once, at start-up: its code need not stay in RAM).
 
     def status(self, online):
-        return protocol.encode_status(online, self.counters(), self.config_error, self.cert_id)
+        try:
+            return seldom("health").status(self, online)
+        except MemoryError:  # no room for it now (a TLS handshake has just taken its share): next time
+            return protocol.encode_status(online, None, self.config_error, self.cert_id)
 
     # --- sampling ------------------------------------------------------------------------------------
     def _enqueue(self, payload):
         if payload is not None:
             # Durable first: a power cut after this loses nothing of the batch; the trace (the unix
             # port's record of what was produced) follows.
-            self.spool.append(payload, self.batcher.seq - 1)
+            spool = self.spool
+            spool.append(payload, self.batcher.seq - 1)
             self.board.trace(payload)
+            batcher = self.batcher
+            if batcher._rel_end >= 0 and batcher.boot_ms and spool.seq >> 20 not in spool.anchors:
+                seldom().anchor(self, spool.seq >> 20)  # the clock is known: batches before it get their time
 
     def _add(self, sensor_index, value):
         board = self.board
@@ -253,13 +203,16 @@ class Node:
             driver.errors += 1
             driver.last_error = repr(exc)
             print("sampling failed:", driver.last_error)
+        self._sampled = now
         group.next = time.ticks_add(group.next, group.interval_ms)
-        if time.ticks_diff(group.next, board.ticks_ms()) < 0:
-            # Fell behind (a slow bus, a long GC): don't try to catch up in a burst.
-            group.next = board.ticks_ms()
+        late = time.ticks_diff(board.ticks_ms(), group.next)
+        if late >= 0:
+            # Fell behind (a slow bus, a long GC, a TLS handshake): skip the ticks missed. Never due
+            # again at once: a sensor sampled twice back to back would repeat its millisecond.
+            group.next = time.ticks_add(group.next, (late // group.interval_ms + 1) * group.interval_ms)
 
     def _housekeeping(self, now):
-        """Timed filters' outputs, the batch age limit, the watchdog."""
+        """Timed filters' outputs, the batch age limit, the status every minute, the watchdog."""
         for group in self.groups:
             if group.timed:
                 for sensor_index, _, chain in group.channels:
@@ -268,7 +221,15 @@ class Node:
                         self._add(sensor_index, value)
         if self.batcher.due(now, time.ticks_diff):
             self._enqueue(self.batcher.flush())
-        self.board.feed_watchdog()
+        if time.ticks_diff(now, self._status_at) >= 60000:
+            self._status_at = now
+            self.publisher.status_due = True
+            if self._boot_file and time.ticks_diff(now, self.batcher.boot_ticks) >= 300000:
+                seldom().stable(self)  # five minutes up: the count of early ends starts again
+        # Fed only while sampling keeps its schedule: a loop that turns without sampling (a driver
+        # that hangs, a wedged schedule) lets the watchdog reset the board.
+        if time.ticks_diff(now, self._sampled) < self._stall_ms:
+            self.board.feed_watchdog()
 
     def _wait(self, ms):
         """Sleep up to ms of device time, waking early when the socket has something for us."""
@@ -289,16 +250,17 @@ class Node:
 
     def _print_heap(self):
         gc.collect()
+        spool = self.spool
         print(
             "heap:",
             json.dumps(
                 {
                     "alloc": gc.mem_alloc(),
                     "free": gc.mem_free(),
-                    "device_s": (self.board.now_ms() - self._started_ms) // 1000,
-                    "queued": self.spool.queued,
-                    "dropped": self.spool.dropped,
-                    "writes": self.spool.writes,
+                    "device_s": time.ticks_diff(self.board.ticks_ms(), self.batcher.boot_ticks) // 1000,
+                    "queued": spool.queued,
+                    "dropped": spool.dropped,
+                    "writes": spool.writes,
                 }
             ),
         )
@@ -306,8 +268,8 @@ class Node:
     def run(self, stats_every_s=None):
         board = self.board
         publisher = self.publisher
-        self._started_ms = board.now_ms()
         now = board.ticks_ms()
+        self.batcher.boot_ticks = self._up_ticks = self._sampled = self._status_at = now
         for group in self.groups:
             group.next = now
         next_housekeeping = now
@@ -358,5 +320,9 @@ class Node:
         self._stop()
 
     def _stop(self):
-        self.publisher.stop(self._wait)
-        print("stopped:", json.dumps(self.counters()))
+        later = seldom()
+        later.stop(self.publisher, self._wait)
+        if self._boot_file:
+            later.stable(self)  # a clean stop (unix port) is no crash
+        del later
+        print("stopped:", json.dumps(seldom("health").counters(self)))

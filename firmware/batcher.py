@@ -1,34 +1,44 @@
 # Readings accumulate in preallocated arrays and leave as one encoded batch, by count or by age.
-from array import array
-
+#
+# Time (docs/reliability.md, "Time"): a reading's time is the batch's t0 plus its offset in ticks, so
+# a batch is monotonic whatever the clock does. Across batches t0 is the clock's time, but never at or
+# before the previous batch's last reading: a clock stepped back (an NTP correction) costs the gap
+# between two batches until real time catches up, and never reorders or repeats a timestamp. Within a
+# batch a sensor's readings are at least 1 ms apart (a sensor sampled twice in one millisecond moves
+# the second by 1 ms), so (device, sensor, ms) names one reading. Before the board knows the time
+# (now_ms 0), a batch's t0 is -1 - (ms since boot): the publisher gives it its true time once the
+# clock is known (boot_ms, the epoch ms at boot_ticks, found at the first reading with a clock).
 from shared import protocol
 
 
 class Batcher:
-    def __init__(self, sensor_names, max_readings, max_age_ms):
-        if not 0 < max_readings <= protocol.MAX_READINGS:
-            raise ValueError("batch max_readings must be 1.." + str(protocol.MAX_READINGS))
-        self.sensor_names = list(sensor_names)
-        self.max_readings = max_readings
-        self.max_age_ms = max_age_ms
-        self._offsets = array("l", [0] * max_readings)
-        self._indexes = bytearray(max_readings)
-        self._values = array("d", [0.0] * max_readings)
-        self._count = 0
-        self._t0_ms = 0
-        self._t0_ticks = 0
-        self.seq = 0
+    # Made by firmware/assemble.py: batcher() (start-up code, not kept in RAM).
 
     def __len__(self):
         return self._count
 
     def add(self, sensor_index, value, now_ms, now_ticks, ticks_diff):
-        """Add one reading; return True when the batch is full."""
+        """Add one reading (now_ms: the clock's epoch ms, 0 while unknown); True when the batch is full."""
+        last = self._last
         if self._count == 0:
-            self._t0_ms = now_ms
             self._t0_ticks = now_ticks
+            since_boot = ticks_diff(now_ticks, self.boot_ticks)
+            if now_ms:
+                if not self.boot_ms:
+                    self.boot_ms = now_ms - since_boot
+                    if self._rel_end >= 0:  # batches before the clock: they end before this one
+                        self._end = max(self._end, self.boot_ms + self._rel_end)
+                self._t0_ms = max(now_ms, self._end + 1)
+            else:
+                self._t0_ms = -1 - max(since_boot, self._rel_end + 1)
+            for i in range(len(last)):
+                last[i] = -1
         i = self._count
-        self._offsets[i] = ticks_diff(now_ticks, self._t0_ticks)
+        offset = ticks_diff(now_ticks, self._t0_ticks)
+        if offset <= last[sensor_index]:
+            offset = last[sensor_index] + 1
+        last[sensor_index] = offset
+        self._offsets[i] = offset
         self._indexes[i] = sensor_index
         self._values[i] = value
         self._count = i + 1
@@ -46,7 +56,13 @@ class Batcher:
         """Encode and clear the batch; None if it is empty."""
         if not self._count:
             return None
-        payload = protocol.encode_batch(self.seq, self._t0_ms, self.sensor_names, self._rows())
+        t0 = self._t0_ms
+        payload = protocol.encode_batch(self.seq, t0, self.sensor_names, self._rows())
+        end = max(self._last)
+        if t0 >= 0:
+            self._end = t0 + end
+        else:
+            self._rel_end = -1 - t0 + end
         self.seq += 1
         self._count = 0
         return payload

@@ -11,6 +11,13 @@ import time
 from firmware.errors import ConfigError
 from shared import protocol
 
+# The node's version, reported in its health (at most 32 of a-z 0-9 . - _).
+FIRMWARE_VERSION = "0.1.0"
+# Safe mode: after this many boots in a row that ended within five minutes of starting (crashes,
+# watchdog resets, power that keeps failing), the node starts on its last good config without the
+# sensors marked optional, and says so in its status.
+SAFE_MODE_AFTER = 3
+
 _DEFAULTS = {
     "sample_interval_ms": 1000,
     "batch": {"max_readings": 60, "max_age_ms": 5000},
@@ -59,9 +66,10 @@ def load_config(text):
 
 _USAGE = (
     "usage: main.py BUNDLE_DIR [--replay FILE.csv] [--trace FILE] [--duration SECONDS] "
-    "[--time-scale N] [--stats-every SECONDS] [--fault cut|freeze|power@SECONDS[+SECONDS]]..."
+    "[--time-scale N] [--stats-every SECONDS] [--no-ntp SECONDS] "
+    "[--fault cut|freeze|power|step@SECONDS[+|-SECONDS]]..."
 )
-_NUMBERS = {"--duration": float, "--time-scale": int, "--stats-every": float}
+_NUMBERS = {"--duration": float, "--time-scale": int, "--stats-every": float, "--no-ntp": float}
 CONFIG = "config.json"
 LAST_GOOD = "config.last-good.json"
 
@@ -107,14 +115,14 @@ def _make_board(options):
         from firmware.hal.esp32 import Esp32Board, Esp32Wiring
 
         return Esp32Board(), Esp32Wiring()
-    from firmware.sim.board import SimBoard
-    from firmware.sim.wiring import SimWiring
+    from firmware.sim.wiring import SimWiring, make_board
 
-    board = SimBoard(
+    board = make_board(
         trace_path=options.get("trace"),
         duration_s=options.get("duration"),
         time_scale=options.get("time-scale", 1),
         faults=options["fault"],
+        no_ntp_s=options.get("no-ntp", 0),
     )
     return board, SimWiring(board, options.get("replay"))
 
@@ -160,10 +168,38 @@ def _prepare(wiring, base, config):
     return config, context, names, groups
 
 
-def _load(wiring, base):
+def _boot(base):
+    """(this boot's number, boots in a row before it that ended within five minutes): the file `boot`
+    in the bundle holds both, this boot counted already; the node sets the second to 0 once it has
+    run five minutes (firmware/app.py)."""
+    try:
+        count, early = (int(n) for n in _read_file(base + "/boot").split())
+    except (OSError, ValueError):
+        count = early = 0
+    _write_file(base + "/boot", (str(count + 1) + " " + str(early + 1)).encode())
+    return count + 1, early
+
+
+def _safe(wiring, base, early):
+    """Safe mode: the last good config (or the config, if none has worked yet), its optional sensors
+    left out."""
+    try:
+        text = _read_file(base + "/" + LAST_GOOD)
+    except OSError:
+        text = _read_file(base + "/" + CONFIG)
+    config = load_config(text)
+    config["sensors"] = [s for s in config.get("sensors") or () if not (isinstance(s, dict) and s.get("optional"))]
+    message = "safe mode: " + str(early) + " boots in a row ended within five minutes"
+    print(message)
+    return _prepare(wiring, base, config) + (message,)
+
+
+def _load(wiring, base, early=0):
     """(config, TLS context, sensor names, groups, error) from config.json; if that config cannot be
     used, from the last good one, with the error kept for the status message. A config that worked
-    becomes the last good one."""
+    becomes the last good one. After SAFE_MODE_AFTER early ends in a row: safe mode."""
+    if early >= SAFE_MODE_AFTER:
+        return _safe(wiring, base, early)
     text = _read_file(base + "/" + CONFIG)
     try:
         prepared = _prepare(wiring, base, load_config(text))
@@ -181,6 +217,39 @@ def _load(wiring, base):
         pass
     _write_file(base + "/" + LAST_GOOD, text)
     return prepared + (None,)
+
+
+def new_spool(folder, max_bytes, segment_bytes, window, ack_timeout_ms, clock, write=None):
+    """The node's spool (firmware/spool.py: Spool), not yet booted; ValueError for sizes below 1."""
+    from firmware.spool import Spool
+
+    self = Spool()
+    if min(max_bytes, segment_bytes, window, ack_timeout_ms) < 1:
+        raise ValueError("spool sizes and the ack timeout must be positive")
+    self.folder = folder
+    self.max_bytes = max_bytes
+    self.segment_bytes = segment_bytes
+    self.window = window
+    self.ack_timeout_ms = self.wait_ms = ack_timeout_ms  # the wait doubles while no ack comes
+    self.clock = clock  # ticks_diff(): the client's clock
+    self.write = write  # write(file, bytes): how bytes reach a file; None: file.write
+    # Counts: bytes of segment files, batches kept and not acknowledged, dropped (the spool was
+    # full), refused by the service, sent again, records written (a flash write each).
+    self.bytes = self.queued = self.dropped = self.refused = self.resent = self.writes = 0
+    self.acks = True  # the service's acks can reach the node (else a PUBACK ends a batch's stay)
+    self._hdr = bytearray(14)  # a record header (spool._HEADER)
+    self._w = []  # the window, oldest send first: [seq, segment, offset, send time or -1: due]
+    self._peek = None  # what next() gave: [seq, segment, offset, end, payload, window entry]
+    self._first = 0  # segments on flash: _first.._last; none when _first > _last
+    self._last = -1
+    self._size = 0  # of segment _last
+    self._open = False  # _last takes appends (only a segment this boot began does)
+    self._seg = self._off = 0  # where the oldest record never sent lies (or the next will)
+    self.epoch = self.seq = 0  # boot() (firmware/config.py, at start-up) sets both
+    # epoch -> epoch ms at the boot that began it, for the boots whose batches made before the
+    # clock was known are still here (the file `anchors`; firmware/app.py: Publisher._timed)
+    self.anchors = {}
+    return self
 
 
 def boot_spool(spool):
@@ -210,15 +279,41 @@ def boot_spool(spool):
         epoch = 0
     spool._persist(max(epoch, top >> 20) + 1)
     spool.seq = spool.epoch << 20
+    # The anchors of earlier boots whose batches made before the clock was known may still be here
+    # ("epoch boot_ms" lines, firmware/app.py writes them): kept while the spool can hold their batches.
+    path = spool.folder + "/anchors"
+    try:
+        with open(path) as f:
+            lines = f.read().split("\n")
+    except OSError:
+        lines = ()
+    low = spool.epoch
+    for segment in ids:
+        first = spool._records(segment, 0, True)
+        if first:
+            low = first[0] >> 20  # the oldest batch's epoch
+            break
+    kept = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit() and int(parts[0]) >= low:
+            spool.anchors[int(parts[0])] = int(parts[1])
+            kept.append(line)
+    if lines and len(kept) != len(lines) - 1:  # the file ends with a new line: one empty part
+        if kept:
+            _write_file(path, ("\n".join(kept) + "\n").encode())
+        else:
+            try:
+                fs.remove(path)
+            except OSError:
+                pass
     return spool.seq
 
 
 def _spool(base, board, limits):
     """The node's spool in the bundle's folder, booted: batches an earlier boot left go first."""
-    from firmware.spool import Spool
-
     try:
-        spool = Spool(
+        spool = new_spool(
             base + "/spool",
             limits["max_bytes"],
             limits["segment_bytes"],
@@ -239,8 +334,11 @@ def start(argv):
     options = parse_args(argv)
     board, wiring = _make_board(options)
     base = options["bundle"].rstrip("/")
-    loaded = _load(wiring, base)
+    count, early = _boot(base)
+    loaded = _load(wiring, base, early)
     loaded[0]["spool"] = _spool(base, board, loaded[0]["spool"])
+    loaded[0]["boot"] = (count, base + "/boot")
+    loaded[0]["fw"] = FIRMWARE_VERSION
     if options["fault"]:  # the simulated board's sockets go through its faults
         from firmware.sim.faults import Context
 

@@ -28,11 +28,12 @@ def unload(names):
 
 
 def run(argv=None):
-    # Collect after every 4 KB allocated rather than only when the heap is full: allocation then
+    # Collect after every 2 KB allocated rather than only when the heap is full: allocation then
     # restarts from the bottom of the heap, so start-up garbage does not scatter long-lived objects
     # over all of it. In a 64 KB heap this is what leaves room for the runtime's larger pieces (the
-    # TLS socket, a batch); a collection of so small a heap takes well under a millisecond.
-    gc.threshold(4096)
+    # TLS socket, a batch); with 4 KB the node of issue 10 could not open its TLS socket at 64 KB
+    # (docs/performance.md). A collection of so small a heap takes well under a millisecond.
+    gc.threshold(2048)
     # Two phases, so that start-up code and runtime code are never in RAM together: check the config
     # and build the sensors, drop that code, then load the node (MQTT, TLS) and run.
     from firmware import config
@@ -44,15 +45,17 @@ def run(argv=None):
         sys.exit(2)
     del config
     unload(STARTUP_ONLY)
-    from firmware.app import Node
+    # The code that makes the node is loaded before the runtime modules it loads, and dropped once
+    # the node is made.
+    from firmware import assemble
 
     try:
-        node = Node(board, settings, tls, names, groups, error)
+        node = assemble.node(board, settings, tls, names, groups, error)
     except (ConfigError, OSError) as exc:
         print("fieldlink node: " + str(exc))
         sys.exit(2)
-    del settings
-    gc.collect()
+    del settings, assemble
+    unload(("firmware.assemble",))
     print("node", node.device_id, "starting on", board.name, "with sensors", names)
     node.run(options.get("stats-every"))
 

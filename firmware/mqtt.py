@@ -31,6 +31,12 @@ DOWN = const(0)
 CONNECTING = const(1)  # TCP and TLS handshakes, CONNECT sent, waiting for CONNACK
 UP = const(2)
 
+# A read or write that raises one of these has not failed, it would block: EAGAIN, ETIMEDOUT (lwIP on
+# an ESP32 raises it where a timeout is set), and 118 and 119, which some ESP32 builds raise from a
+# non-blocking TLS socket (EHOSTUNREACH and EINPROGRESS in their newlib numbering; mqtt_as treats them
+# alike; nothing on Linux raises them). A link that is really gone is found by the timeouts.
+_BUSY = (errno.EAGAIN, errno.ETIMEDOUT, 118, 119)
+
 _REFUSED = (
     "unacceptable protocol version",
     "identifier rejected",
@@ -67,40 +73,8 @@ class MQTTClient:
     max_incoming = 2048  # bytes of an incoming PUBLISH packet (topic and payload) the client takes
     on_message = None  # on_message(topic, payload), bytes, for each PUBLISH that arrives
 
-    def __init__(
-        self, client_id, host, port, keepalive_s, timeout_ms, ssl_context=None, server_hostname=None, will=None
-    ):
-        # will: (topic, payload, retain, qos), published by the broker if the connection is lost
-        self.client_id = client_id
-        self.host = host
-        self.port = port
-        self.ssl_context = ssl_context
-        self.server_hostname = server_hostname
-        self.keepalive_ms = keepalive_s * 1000
-        self.timeout_ms = timeout_ms
-        self.sock = None
-        self.state = DOWN
-        # Packet id of the QoS 1 publish awaiting its PUBACK, or of the subscription awaiting its
-        # SUBACK; 0 when none. `granted` is the last SUBACK's return code (0x80: refused).
-        self.inflight = 0
-        self.granted = None
-        self._awaiting = "PUBACK"
-        self.skipped = 0  # incoming PUBLISH packets larger than max_incoming, read past
-        self.will = will
-        self.out = []  # what is still to be written, oldest first (the node polls for writing while any)
-        self._rx = bytearray(5)  # a fixed header: the packet type and up to four length bytes
-        view = memoryview(self._rx)
-        # Where the next header bytes go, by how many have come: made once, so that polling an idle
-        # socket allocates nothing.
-        self._rx_into = (view[0:2], view[1:2], view[2:3], view[3:4], view[4:5])
-        self._rx_len = 0
-        self._body = None  # the body being read (a bytearray of its length), or None
-        self._body_len = -1  # its length once the header is complete; -1 while reading the header
-        self._got = 0  # body bytes read (or skipped) so far
-        self._pid = 0
-        self._since = 0  # ticks of the CONNECT, or of the publish in flight
-        self._last_rx = 0
-        self._last_tx = 0
+    # Made by firmware/assemble.py: client() (start-up code, not kept in RAM), which lists every
+    # attribute.
 
     def connect(self, clean_session=True):
         """Open the socket and queue CONNECT; step() completes the handshakes. Raises MQTTError."""
@@ -213,9 +187,8 @@ class MQTTClient:
                 n = self.sock.write(out[0])
             except OSError as exc:
                 # MicroPython's streams return None when a non-blocking socket would block, but lwIP
-                # on ESP32 may raise EAGAIN, or ETIMEDOUT where a timeout is set, in the middle of a
-                # packet: neither is a lost connection.
-                if exc.errno == errno.EAGAIN or exc.errno == errno.ETIMEDOUT:
+                # on ESP32 may raise instead (_BUSY), in the middle of a packet: not a lost connection.
+                if exc.errno in _BUSY:
                     return
                 raise
             if n is None:  # the socket (or the TLS handshake) would block
@@ -245,7 +218,7 @@ class MQTTClient:
             try:
                 n = self.sock.readinto(into)
             except OSError as exc:
-                if exc.errno == errno.EAGAIN or exc.errno == errno.ETIMEDOUT:  # as in _write
+                if exc.errno in _BUSY:  # as in _write
                     return
                 raise
             if n is None:

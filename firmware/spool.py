@@ -41,29 +41,8 @@ _MAX_WAIT_MS = const(300000)
 class Spool:
     fs = os  # listdir, stat, remove, rename, mkdir: the module that holds them
 
-    def __init__(self, folder, max_bytes, segment_bytes, window, ack_timeout_ms, clock, write=None):
-        if min(max_bytes, segment_bytes, window, ack_timeout_ms) < 1:
-            raise ValueError("spool sizes and the ack timeout must be positive")
-        self.folder = folder
-        self.max_bytes = max_bytes
-        self.segment_bytes = segment_bytes
-        self.window = window
-        self.ack_timeout_ms = self.wait_ms = ack_timeout_ms  # the wait doubles while no ack comes
-        self.clock = clock  # ticks_diff(): the client's clock
-        self.write = write  # write(file, bytes): how bytes reach a file; None: file.write
-        # Counts: bytes of segment files, batches kept and not acknowledged, dropped (the spool was
-        # full), refused by the service, sent again, records written (a flash write each).
-        self.bytes = self.queued = self.dropped = self.refused = self.resent = self.writes = 0
-        self.acks = True  # the service's acks can reach the node (else a PUBACK ends a batch's stay)
-        self._hdr = bytearray(_HEADER)
-        self._w = []  # the window, oldest send first: [seq, segment, offset, send time or -1: due]
-        self._peek = None  # what next() gave: [seq, segment, offset, end, payload, window entry]
-        self._first = 0  # segments on flash: _first.._last; none when _first > _last
-        self._last = -1
-        self._size = 0  # of segment _last
-        self._open = False  # _last takes appends (only a segment this boot began does)
-        self._seg = self._off = 0  # where the oldest record never sent lies (or the next will)
-        self.epoch = self.seq = 0  # boot() (firmware/config.py, at start-up) sets both
+    # Made by firmware/config.py: new_spool() (start-up code, not kept in RAM), which lists every
+    # attribute; booted there too (boot_spool).
 
     def _path(self, segment):
         return self.folder + "/" + str(segment) + ".r"

@@ -119,10 +119,12 @@ def encode_batch(seq, t0_ms, sensors, readings):
     return bytes(out)
 
 
-def encode_status(online, counters=None, error=None, cert=None):
+def encode_status(online, counters=None, error=None, cert=None, t=None, health=None):
     """The retained status message; `counters` is a dict of health counts (drops, errors), `error`
     says why the device runs on its last good config, if it does; `cert` names the certificate in use
-    (CERT_ID_LENGTH hex digits of its SHA-256)."""
+    (CERT_ID_LENGTH hex digits of its SHA-256); `t` is the device's epoch ms when it was made (none
+    while its clock is unknown); `health` the device's health (uptime_s, heap_free, heap_largest,
+    rssi_dbm, reset_cause, boot_count, ntp, fw: docs/protocol.md)."""
     obj = {"v": PROTOCOL_VERSION, "online": bool(online)}
     if counters:
         obj["counters"] = counters
@@ -130,4 +132,8 @@ def encode_status(online, counters=None, error=None, cert=None):
         obj["error"] = error[:MAX_ERROR_LENGTH]
     if cert:
         obj["cert"] = cert
+    if t:
+        obj["t"] = t
+    if health:
+        obj["health"] = health
     return _dumps(obj)

@@ -152,11 +152,30 @@ def start_node(bundle: Path, log: Path, **options: Any) -> subprocess.Popen[byte
 
 
 def trace_readings(trace: Path) -> list[tuple[int, str, float]]:
-    """What the firmware produced: every non-null reading of every batch it traced."""
+    """What the firmware produced: every non-null reading of every batch it traced. A batch made
+    before the node's clock was known (t0 = -1 - ms since its boot) gets its time from its boot's
+    anchor line (`{"anchor": epoch, "boot_ms": ...}`, traced once the clock is known), as the node
+    gives it when it sends it; one whose boot never learned the time is left out (the node refuses it,
+    counted `unsynced`)."""
     from shared.decode import decode_batch
 
+    lines = trace.read_bytes().splitlines()
+    anchors = {}
+    for line in lines:
+        if line.startswith(b'{"anchor":'):
+            obj = json.loads(line)
+            anchors[obj["anchor"]] = obj["boot_ms"]
     rows: list[tuple[int, str, float]] = []
-    for line in trace.read_bytes().splitlines():
+    for line in lines:
+        if line.startswith(b'{"anchor":'):
+            continue
+        batch = json.loads(line)
+        if batch["t0"] < 0:
+            boot_ms = anchors.get(batch["seq"] >> 20)
+            if boot_ms is None:
+                continue
+            batch["t0"] = boot_ms - 1 - batch["t0"]
+            line = json.dumps(batch, separators=(",", ":")).encode()
         _, readings = decode_batch(line)
         rows += [(t, s, v) for t, s, v in readings if v is not None]
     return sorted(rows)

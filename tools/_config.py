@@ -60,6 +60,10 @@ class _Sensor(_Strict):
     # ESPHome's accuracy_decimals (0 when not set): filter_out and throttle_with_priority compare values
     # rounded to it. Only the compiled chain uses it; the node does not read it.
     accuracy_decimals: int = Field(default=0, ge=-10, le=15)
+    optional: bool = Field(
+        default=False,
+        description="left out in safe mode (after repeated crashes within minutes of starting; docs/reliability.md)",
+    )
 
     def compiled_filters(self) -> list[Any]:
         """This sensor's chain in compiled form; FilterConfigError lists every problem."""
@@ -419,6 +423,8 @@ def compile_sensing(config: Sensing) -> dict[str, Any]:
     for sensor, checked in zip(data["sensors"], config.sensors, strict=True):
         sensor["filters"] = checked.compiled_filters()
         del sensor["accuracy_decimals"]
+        if not sensor["optional"]:
+            del sensor["optional"]  # the node reads it in safe mode only
     return data
 
 

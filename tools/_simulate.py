@@ -39,9 +39,11 @@ def node_command(
     heap: str | None = None,
     faults: tuple[str, ...] | list[str] = (),
     time_scale: int | None = None,
+    no_ntp_s: float | None = None,
 ) -> list[str]:
     """The command line of one simulated node; `faults` are the simulated board's (`cut@S+D`,
-    `freeze@S+D`, `power@S`: firmware/sim/faults.py), in device seconds since the process started."""
+    `freeze@S+D`, `power@S`, `step@S+D` or `step@S-D`: firmware/sim/faults.py), in device seconds
+    since the process started; `no_ntp_s`: the board has no clock for that long after it starts."""
     argv = [micropython_binary()]
     if heap:
         argv += ["-X", f"heapsize={heap}"]
@@ -54,6 +56,8 @@ def node_command(
         argv += ["--duration", str(duration_s)]
     if time_scale is not None:
         argv += ["--time-scale", str(time_scale)]
+    if no_ntp_s is not None:
+        argv += ["--no-ntp", str(no_ntp_s)]
     for fault in faults:
         argv += ["--fault", fault]
     return argv

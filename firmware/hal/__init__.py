@@ -5,10 +5,13 @@
 
 
 class Board:
-    """What the node asks of a board while it runs: now_ms() (epoch milliseconds), ticks_ms(),
-    wait_ms(ms, poller), connect_network(wifi), and what a board may leave as it is here."""
+    """What the node asks of a board while it runs: now_ms() (epoch milliseconds, 0 while the board
+    does not know the time), ticks_ms(), wait_ms(ms, poller), connect_network(wifi), online() (False
+    once the network is gone: asked while connected, so a lost Wi-Fi means reconnecting), rssi() (the
+    radio's signal in dBm, or None), and what a board may leave as it is here."""
 
     name = "board"
+    reset_cause = "unknown"  # why this boot began (docs/protocol.md: the status's health)
 
     def before_measure(self, now_ms):
         pass

@@ -1,6 +1,11 @@
 # The ESP32 board: Wi-Fi, NTP time, the watchdog, and its wiring (I2C, 1-Wire, ADC) for the one driver
 # dispatch in firmware/sensors.py. Only this module imports machine, network and ntptime, and only
 # when an Esp32Board is made, never at import of the firmware.
+#
+# Time: unknown (now_ms 0) until the first NTP answer after joining; from then on the ticks since that
+# answer, added to it (a monotonic clock), asked again every hour (every minute while none answered).
+# An answer that differs from the running clock by more than NTP's one-second resolution steps it,
+# either way; the node's batcher keeps each sensor's timestamps in order across a step.
 import time
 
 import machine
@@ -15,6 +20,8 @@ from firmware.hal import Board
 _EPOCH_2000_MS = 946684800000
 # A join that has not succeeded within this long gives way to the next network.
 _JOIN_MS = 20000
+_NTP_EVERY_MS = 3600000
+_NTP_RETRY_MS = 60000
 _ATTENUATIONS = {"0db": "ATTN_0DB", "2.5db": "ATTN_2_5DB", "6db": "ATTN_6DB", "11db": "ATTN_11DB"}
 
 
@@ -25,12 +32,35 @@ class Esp32Board(Board):
         self._epoch_ms = _EPOCH_2000_MS if time.gmtime(0)[0] == 2000 else 0
         self._wlan = network.WLAN(network.STA_IF)
         self._wdt = machine.WDT(timeout=watchdog_ms)
-        self._time_set = False
+        self._base = 0  # epoch ms at _base_ticks; 0 until NTP has answered
+        self._base_ticks = time.ticks_ms()
+        self._ntp_at = time.ticks_ms()  # when to ask NTP next
+        self._ntp_hosts = ("pool.ntp.org",)
         self._network = -1  # which of the config's networks is being joined; -1 before the first
         self._joining_since = time.ticks_ms()
+        self._joined = False
+        try:  # what the port tells apart (it reports a brown-out as a power-on, a panic as soft)
+            self.reset_cause = {
+                machine.PWRON_RESET: "power_on",
+                machine.HARD_RESET: "hard",
+                machine.WDT_RESET: "watchdog",
+                machine.DEEPSLEEP_RESET: "deep_sleep",
+                machine.SOFT_RESET: "soft",
+            }.get(machine.reset_cause(), "unknown")
+        except Exception:  # a port without it: "unknown"
+            pass
 
     def now_ms(self):
-        return time.time_ns() // 1000000 + self._epoch_ms
+        """Epoch ms from the ticks since the last NTP answer; 0 before the first."""
+        if not self._base:
+            return 0
+        now = time.ticks_ms()
+        elapsed = time.ticks_diff(now, self._base_ticks)
+        if elapsed > 86400000:  # move the base along daily: ticks_diff only reaches 6 days
+            self._base += elapsed
+            self._base_ticks = now
+            elapsed = 0
+        return self._base + elapsed
 
     def ticks_ms(self):
         return time.ticks_ms()
@@ -42,8 +72,10 @@ class Esp32Board(Board):
         the next (a plant's second access point, a spare network)."""
         wifi = wifi or {}
         if self._wlan.isconnected():
-            if not self._time_set:
-                self._set_clock(wifi.get("ntp_hosts") or ("pool.ntp.org",))
+            self._joined = True
+            self._ntp_hosts = wifi.get("ntp_hosts") or self._ntp_hosts
+            if not self._base:
+                self._set_clock()
             return True
         networks = wifi.get("networks")
         if not networks:
@@ -61,22 +93,46 @@ class Esp32Board(Board):
         self._joining_since = time.ticks_ms()
         return False
 
-    def _set_clock(self, hosts):
+    def online(self):
+        """False once Wi-Fi is lost (the node then reconnects, rejoining first); asks NTP when due."""
+        if not self._wlan.isconnected():
+            if self._joined:
+                print("wifi: lost")
+                self._joined = False
+            return False
+        if time.ticks_diff(time.ticks_ms(), self._ntp_at) >= 0:
+            self._set_clock()
+        return True
+
+    def _set_clock(self):
         # TLS checks certificate dates: a clock still in 2000 fails every handshake, so each server is
-        # asked in turn until one answers (the node asks again at its next connection otherwise).
-        for host in hosts:
+        # asked in turn until one answers (again in a minute if none does). settime() sets the RTC
+        # (for TLS); the node's clock follows it when it is more than a second off (a step).
+        self._ntp_at = time.ticks_add(time.ticks_ms(), _NTP_RETRY_MS)
+        for host in self._ntp_hosts:
             try:
                 ntptime.host = host
                 ntptime.settime()
-                self._time_set = True
-                print("clock set from", host)
-                return
             except OSError as exc:
                 print("ntp failed:", host, repr(exc))
+                continue
+            now = time.time_ns() // 1000000 + self._epoch_ms
+            if abs(now - self.now_ms()) > 1000:
+                self._base = now
+                self._base_ticks = time.ticks_ms()
+            self._ntp_at = time.ticks_add(time.ticks_ms(), _NTP_EVERY_MS)
+            print("clock set from", host)
+            return
+
+    def rssi(self):
+        try:
+            return self._wlan.status("rssi") if self._wlan.isconnected() else None
+        except Exception:  # OSError between joins; a port without it
+            return None
 
     def wait_ms(self, ms, poller=None):
-        """Up to ms; the poller (the MQTT socket) ends the wait when it is ready."""
-        self._wdt.feed()
+        """Up to ms; the poller (the MQTT socket) ends the wait when it is ready. The watchdog is fed
+        by the node, only while it samples on schedule."""
         if poller is None:
             time.sleep_ms(ms)
         else:

@@ -4,31 +4,34 @@
 # firmware/sim/wiring.py, unloaded once the node runs.
 import time
 
-from firmware.errors import ConfigError
 from firmware.hal import Board
 
 
 class SimBoard(Board):
     name = "sim"
+    reset_cause = "power_on"  # a process that starts is a board powered on
 
-    def __init__(self, trace_path=None, duration_s=None, time_scale=1, faults=()):
-        # faults: (kind, start_ms, end_ms) in device time since this boot (firmware/sim/faults.py)
-        if time_scale < 1:
-            raise ConfigError("--time-scale must be at least 1")
-        self.faults = faults
-        self._trace = open(trace_path, "ab") if trace_path else None
-        self.time_scale = time_scale
-        self._start_ticks = time.ticks_ms()
-        self._start_ms = time.time_ns() // 1000000
-        self.duration_ms = int(duration_s * 1000) if duration_s else None
-        self.animated = []  # (emulated chip, signal) pairs, moved along before each measurement
+    # Made by firmware/sim/wiring.py: make_board() (start-up code, unloaded once the node runs):
+    #   faults: (kind, start_ms, end_ms) in device time since this boot (firmware/sim/faults.py; a
+    #     step's third item is how far the clock jumps)
+    #   no_ntp_ms: the clock is unknown (now_ms 0) for this long after boot, as on a board that has
+    #     not reached an NTP server yet
+    #   _trace, time_scale, _start_ticks, _start_ms, duration_ms, animated (the emulated chips and
+    #     the signals they follow, moved along before each measurement)
 
     # --- time: scaled by time_scale, so minutes of device time pass in seconds -------------------
     def _elapsed(self):
         return time.ticks_diff(time.ticks_ms(), self._start_ticks) * self.time_scale
 
     def now_ms(self):
-        return self._start_ms + self._elapsed()
+        elapsed = self._elapsed()
+        if elapsed < self.no_ntp_ms:
+            return 0
+        now = self._start_ms + elapsed
+        for kind, start, step in self.faults:
+            if kind == "step" and start <= elapsed:
+                now += step  # an NTP correction: the clock jumps (either way) and runs on from there
+        return now
 
     def ticks_ms(self):
         return time.ticks_add(self._start_ticks, self._elapsed())
@@ -44,8 +47,13 @@ class SimBoard(Board):
     def running(self):
         return self.duration_ms is None or self._elapsed() < self.duration_ms
 
-    def connect_network(self, wifi):
+    def online(self, wifi=None):
         return not (self.faults and self.fault("cut"))  # the unix port is on the network but in a cut
+
+    connect_network = online
+
+    def rssi(self):
+        return -55 - self._elapsed() // 1000 % 20  # a simulated radio: -55 to -74 dBm
 
     def fault(self, kind):
         """True while a fault of this kind is on; a power fault stays on once its time has come."""

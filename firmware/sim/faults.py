@@ -8,23 +8,31 @@
 #   power@S     the power goes at the first spool write from S on: half the bytes of that write reach
 #               the file, then the process is killed (SIGKILL: nothing is flushed, closed or said);
 #               whoever started it powers it on again by starting it with the same bundle
-# Clock steps (an NTP correction) will join these (issue 10, item 3). Loaded only when a fault is asked
-# for, so a simulated node without faults holds none of this.
+#   step@S+D    the clock steps by D seconds at S (step@S-D: back), as an NTP correction does; the
+#               node's timestamps stay in order and never repeat (firmware/batcher.py)
+# Loaded only when a fault is asked for, so a simulated node without faults holds none of this.
 import errno
 import io
 import os
 
-KINDS = ("cut", "freeze", "power")
+KINDS = ("cut", "freeze", "power", "step")
 
 
 def parse(text):
-    """(kind, start_ms, end_ms) from "kind@seconds[+seconds]"; ValueError if it is not one."""
+    """(kind, start_ms, end_ms) from "kind@seconds[+seconds]" (a step's third item: its size in ms,
+    "step@S+D" or "step@S-D"); ValueError if it is not one."""
     kind, _, when = text.partition("@")
-    start, _, length = when.partition("+")
-    if kind not in KINDS or not start:
-        raise ValueError("a fault is KIND@SECONDS[+SECONDS] with KIND one of " + ", ".join(KINDS) + ": " + text)
+    split = max(when.find("+", 1), when.find("-", 1))
+    start, length = (when[:split], when[split:]) if split > 0 else (when, "")
+    if kind not in KINDS or not start or kind == "step" and not length or kind == "power" and length:
+        raise ValueError("a fault is cut|freeze@SECONDS[+SECONDS], power@SECONDS or step@SECONDS+|-SECONDS: " + text)
     start_ms = int(float(start) * 1000)
-    return kind, start_ms, start_ms + int(float(length or "0") * 1000) if length else -1
+    length_ms = int(float(length or "0") * 1000)
+    if kind == "step":
+        return kind, start_ms, length_ms
+    if length_ms < 0:
+        raise ValueError("a fault cannot last less than nothing: " + text)
+    return kind, start_ms, start_ms + length_ms if length else -1
 
 
 class Context:

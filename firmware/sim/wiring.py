@@ -20,6 +20,26 @@ def signal(kind, seed, clock=None, period_s=600):
     return Signal(SIGNALS[kind], seed, clock, period_s)
 
 
+def make_board(trace_path=None, duration_s=None, time_scale=1, faults=(), no_ntp_s=0):
+    """The simulated board (firmware/sim/board.py), made here: start-up code does not stay in RAM."""
+    import time
+
+    from firmware.sim.board import SimBoard
+
+    if time_scale < 1:
+        raise ConfigError("--time-scale must be at least 1")
+    board = SimBoard()
+    board.faults = faults
+    board.no_ntp_ms = int(no_ntp_s * 1000)
+    board._trace = open(trace_path, "ab") if trace_path else None
+    board.time_scale = time_scale
+    board._start_ticks = time.ticks_ms()
+    board._start_ms = time.time_ns() // 1000000
+    board.duration_ms = int(duration_s * 1000) if duration_s else None
+    board.animated = []
+    return board
+
+
 class SimWiring:
     def __init__(self, board, replay_path=None):
         self.board = board

@@ -4,8 +4,9 @@
 # ESP32's lwIP numbers them unlike Linux.
 import errno
 
+from firmware.assemble import make_client
 from firmware.errors import MQTTError
-from firmware.mqtt import CONNECTING, DOWN, UP, MQTTClient
+from firmware.mqtt import CONNECTING, DOWN, UP
 from tests.dual.helpers import raises
 
 CONNACK = b"\x20\x02\x00\x00"
@@ -133,7 +134,7 @@ def packets(data):
 def client(sock=None, clock=None, keepalive_s=30, timeout_ms=5000):
     sock = sock or Socket()
     clock = clock or Clock()
-    mqtt = MQTTClient(
+    mqtt = make_client(
         "node-1",
         "broker.example",
         8883,
@@ -243,6 +244,37 @@ def test_eagain_and_etimedout_mid_packet_are_waits_not_losses():
     mqtt.step()
     assert mqtt.inflight == 0
     assert mqtt.state == UP
+
+
+def test_esp32_busy_codes_118_and_119_mid_packet_are_waits_not_losses():
+    # Some ESP32 builds raise 118/119 (EHOSTUNREACH/EINPROGRESS in newlib's numbering) from a
+    # non-blocking TLS socket that has nothing yet; mqtt_as treats them as EAGAIN, and so does the node.
+    mqtt, sock, _ = connected()
+    sock.writes = [3, oserror(118), oserror(119), 5]
+    mqtt.publish("fl/v1/node-1/data", b"0123456789")
+    for _ in range(3):
+        mqtt.step()
+    assert packets(sock.sent) == [(0x32, b"\x00\x11fl/v1/node-1/data\x00\x010123456789")]
+    sock.incoming = [b"\x40\x02", oserror(119), b"\x00", oserror(118), b"\x01"]
+    for _ in range(3):
+        mqtt.step()
+    assert (mqtt.state, mqtt.inflight) == (UP, 0)
+
+
+def test_the_brokers_name_is_resolved_again_at_every_attempt():
+    mqtt, sock, _ = client()
+    asked = []
+    resolve = mqtt.net.getaddrinfo
+
+    def getaddrinfo(host, port, family, kind):
+        asked.append(host)
+        return resolve(host, port, family, kind)
+
+    mqtt.net.getaddrinfo = getaddrinfo
+    for _ in range(3):
+        mqtt.connect()
+        mqtt.close()
+    assert asked == ["broker.example"] * 3
 
 
 def test_a_reset_mid_packet_is_a_lost_connection():

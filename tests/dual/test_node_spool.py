@@ -4,8 +4,7 @@
 # for the service's acknowledgement and sends again with backoff.
 import os
 
-from firmware.config import boot_spool
-from firmware.spool import Spool
+from firmware.config import boot_spool, new_spool
 from tests.dual.helpers import raises
 from tests.dual.test_mqtt import Clock
 
@@ -33,7 +32,7 @@ def files(path):
 
 
 def spool(path, max_bytes=100000, segment_bytes=4096, window=4, ack_timeout_ms=1000, clock=None):
-    box = Spool(path, max_bytes, segment_bytes, window, ack_timeout_ms, clock or Clock())
+    box = new_spool(path, max_bytes, segment_bytes, window, ack_timeout_ms, clock or Clock())
     boot_spool(box)
     return box
 
@@ -235,5 +234,5 @@ def test_a_payload_acknowledged_or_dropped_while_in_flight_is_not_recorded_as_se
 
 
 def test_sizes_must_be_positive():
-    raises(ValueError, Spool, "/tmp/x", 0, 1, 1, 1, Clock())
-    raises(ValueError, Spool, "/tmp/x", 1, 1, 0, 1, Clock())
+    raises(ValueError, new_spool, "/tmp/x", 0, 1, 1, 1, Clock())
+    raises(ValueError, new_spool, "/tmp/x", 1, 1, 0, 1, Clock())

@@ -395,3 +395,31 @@ def test_a_status_health_out_of_bounds_is_malformed():
     ]
     for fields in bad:
         raises(decode.MalformedPayload, decode.decode_status_report, _status(**fields))
+
+
+def test_a_status_with_health_and_time_decodes_and_fits_the_status_limit():
+    # The node's status (firmware/health.py) at its longest: every counter large, every health field.
+    counters = {
+        name: 2**53
+        for name in (
+            "dropped", "read_errors", "driver_errors", "reconnects", "queued", "queued_bytes", "refused",
+            "resent", "bad_acks", "unsynced",
+        )
+    }  # fmt: skip
+    health = {
+        "uptime_s": 2**40,
+        "heap_free": 2**31,
+        "heap_largest": 2**31,
+        "rssi_dbm": -127,
+        "reset_cause": "deep_sleep",
+        "boot_count": 2**40,
+        "ntp": "unsynced",
+        "fw": "x" * 32,
+    }
+    payload = protocol.encode_status(True, counters, "e" * 300, "0123456789abcdef", 1795000000000, health)
+    assert len(payload) <= decode.MAX_STATUS_BYTES
+    online, got, error, cert = decode.decode_status(payload)
+    assert (online, got, len(error), cert) == (True, counters, protocol.MAX_ERROR_LENGTH, "0123456789abcdef")
+    report = decode.decode_status_report(payload)
+    assert (report["t"], report["health"]) == (1795000000000, health)
+    assert "t" not in json.loads(protocol.encode_status(True, counters, None, None, 0, health))

@@ -3,11 +3,11 @@
 # subscription and the retained status once per connection, a batch kept after its PUBACK until the
 # service's ack, sent again after a lost connection or when no ack comes, refused ones dropped and
 # counted, bad acks counted.
-from firmware.app import Publisher
-from firmware.config import boot_spool
+from firmware import seldom
+from firmware.assemble import publisher as make_publisher
+from firmware.config import boot_spool, new_spool
 from firmware.errors import MQTTError
 from firmware.mqtt import CONNECTING, DOWN, UP
-from firmware.spool import Spool
 from tests.dual.test_mqtt import Clock
 from tests.dual.test_node_spool import folder
 
@@ -90,6 +90,9 @@ class Board:
         self.asked.append(wifi)
         return self.network
 
+    def online(self):
+        return self.network
+
 
 def status(online):
     return b'{"online":true}' if online else b'{"online":false}'
@@ -98,10 +101,10 @@ def status(online):
 def publisher(window=8):
     clock = Clock()
     client = Client(clock)
-    spool = Spool(folder(), 100000, 4096, window, 1000, clock)
+    spool = new_spool(folder(), 100000, 4096, window, 1000, clock)
     boot_spool(spool)
     board = Board()
-    pub = Publisher(client, spool, board, {"ssid": "field"}, DATA, STATUS, ACK, status)
+    pub = make_publisher(client, spool, board, {"ssid": "field"}, DATA, STATUS, ACK, status)
     return pub, client, spool, board, clock
 
 
@@ -173,7 +176,9 @@ def test_backoff_doubles_to_its_cap_and_resets_once_connected():
             attempts.append(clock.now)
         clock.now += 10
     waits = [attempts[i + 1] - attempts[i] for i in range(9)]
-    assert waits == [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000], waits
+    # With jitter: each wait in [backoff / 2, backoff] (a step every 10 ms: up to 10 ms later).
+    for wait, backoff in zip(waits, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]):
+        assert backoff // 2 <= wait <= backoff + 10, waits
     assert pub.reconnects == 10
     client.refuse = 0
     clock.now += 30000
@@ -327,10 +332,80 @@ def test_stop_announces_offline_and_disconnects():
         waits.append(ms)
         client.ack()
 
-    pub.stop(wait)
+    seldom.stop(pub, wait)
     assert client.published == [(STATUS, b'{"online":false}', 1, True)]
     assert waits == [20]
     assert client.state == DOWN
     pub, client, _, _, _ = publisher()
-    pub.stop(wait)  # never connected: nothing to say
+    seldom.stop(pub, wait)  # never connected: nothing to say
     assert client.published == []
+
+
+def relative(spool, t0, seq=None):
+    """A batch made before the clock was known (t0 = -1 - ms since boot), appended as the node does."""
+    seq = spool.seq + spool.writes if seq is None else seq
+    payload = b'{"v":1,"seq":' + str(seq).encode() + b',"t0":' + str(t0).encode() + b',"s":["t"],"r":[[0,0,1.5]]}'
+    spool.append(payload, seq)
+    return seq, payload
+
+
+def test_a_batch_made_before_the_clock_waits_for_it_then_goes_with_its_true_time():
+    pub, client, spool, _, _ = announced()
+    seq, payload = relative(spool, -1001)  # 1000 ms after boot
+    for _ in range(3):
+        pub.step()
+    assert client.published == []  # this boot's clock is not known yet: it waits
+    spool.anchors[spool.seq >> 20] = 1795000000000  # the node learned the time (Node._enqueue)
+    pub.step()
+    sent = b'{"v":1,"seq":' + str(seq).encode() + b',"t0":1795000001000,"s":["t"],"r":[[0,0,1.5]]}'
+    assert client.published == [(DATA, sent, 1, False)]
+    client.ack()
+    pub.step()
+    ack(pub, [seq])
+    assert spool.queued == 0
+
+
+def test_a_batch_of_an_earlier_boot_that_never_knew_the_time_is_refused_and_counted():
+    pub, client, spool, _, _ = announced()
+    old = (spool.seq >> 20) - 1
+    relative(spool, -5001, seq=old << 20 | 3)  # left by a boot that never had the clock
+    spool.anchors[old - 1] = 1795000000000  # another earlier boot's anchor: not this batch's
+    later = b'{"v":1,"seq":' + str(spool.seq).encode() + b',"t0":1795000009000,"s":["t"],"r":[]}'
+    spool.append(later, spool.seq)
+    pub.step()
+    pub.step()
+    assert pub.unsynced == 1
+    assert [p[1] for p in client.published] == [later]
+    assert spool.queued == 1
+
+
+def test_a_batch_of_an_earlier_boot_goes_with_that_boots_anchor():
+    pub, client, spool, _, _ = announced()
+    old = (spool.seq >> 20) - 1
+    relative(spool, -1, seq=old << 20)
+    spool.anchors[old] = 1795000000000  # read back from flash at boot (config.boot_spool)
+    pub.step()
+    assert client.published[0][1].startswith(b'{"v":1,"seq":' + str(old << 20).encode() + b',"t0":1795000000000,')
+
+
+def test_a_status_goes_when_the_node_asks_and_the_link_is_free():
+    pub, client, spool, _, _ = announced()
+    add(spool, b"batch")
+    pub.status_due = True
+    pub.step()
+    assert client.published == [(STATUS, b'{"online":true}', 1, True)]
+    client.ack()
+    pub.step()
+    assert client.published[-1] == (DATA, b"batch", 1, False)
+    assert pub.reconnects == 0
+
+
+def test_a_lost_network_while_connected_means_reconnecting():
+    pub, client, _, board, clock = announced()
+    board.network = False  # Wi-Fi lost: the board says so before the socket does
+    pub.step()
+    assert (client.state, pub.reconnects) == (DOWN, 1)
+    clock.now += 1000
+    board.network = True
+    pub.step()
+    assert client.connects == 2

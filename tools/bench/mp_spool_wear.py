@@ -14,10 +14,9 @@ import vfs
 # This script's folder holds a firmware.py of its own (the bench): the node's package comes first.
 sys.path[:] = [p for p in sys.path if not p.endswith("bench")]
 
-from firmware.batcher import Batcher
-from firmware.config import _DEFAULTS, boot_spool
+from firmware.assemble import batcher as Batcher
+from firmware.config import _DEFAULTS, boot_spool, new_spool
 from firmware.sim.wiring import signal
-from firmware.spool import Spool
 
 BLOCK = 4096
 
@@ -65,7 +64,7 @@ def hour(acked):
     vfs.VfsLfs2.mkfs(flash)
     vfs.mount(vfs.VfsLfs2(flash), "/flash")
     limits = _DEFAULTS["spool"]
-    spool = Spool("/flash/spool", limits["max_bytes"], limits["segment_bytes"], limits["window"], 20000, Clock())
+    spool = new_spool("/flash/spool", limits["max_bytes"], limits["segment_bytes"], limits["window"], 20000, Clock())
     names = ["temperature", "humidity", "pressure"]
     batcher = Batcher(names, _DEFAULTS["batch"]["max_readings"], _DEFAULTS["batch"]["max_age_ms"])
     batcher.seq = boot_spool(spool)

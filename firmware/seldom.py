@@ -1,0 +1,61 @@
+# What the node runs now and then, besides its status (firmware/health.py): the clock's anchor (once
+# per boot), a batch made before the clock was known (given its time when it goes), the end of an
+# early-crash count (once per boot), stopping. firmware/app.py loads
+# this module for each use and drops it again (app.seldom), so that its code is not in RAM between
+# uses; only its names stay interned. Making the node is firmware/assemble.py, alike.
+
+
+def anchor(node, epoch):
+    """The clock is known: this boot's batches made before it can have their time (the epoch ms at
+    boot, batcher.boot_ms). Kept on flash too, for a reboot (firmware/config.py: boot_spool reads it
+    back), and traced."""
+    spool = node.spool
+    boot_ms = spool.anchors[epoch] = node.batcher.boot_ms
+    with open(spool.folder + "/anchors", "a") as f:
+        f.write(str(epoch) + " " + str(boot_ms) + "\n")
+    node.board.trace(('{"anchor":' + str(epoch) + ',"boot_ms":' + str(boot_ms) + "}").encode())
+
+
+def timed(publisher, payload, k):
+    """A batch made before the clock was known (t0 = -1 - ms since its boot; k: the comma before
+    "t0") with its true time from its boot's anchor; None while this boot's clock is unknown (it
+    waits), or for a batch of an earlier boot that never knew it: refused, counted (unsynced) and
+    taken out of the spool, never sent with a made-up time."""
+    spool = publisher.spool
+    seq = int(payload[13:k])
+    end = payload.find(b",", k + 6)
+    boot = spool.seq >> 20
+    epoch = min(seq >> 20, boot)  # this boot's later epochs share its anchor
+    boot_ms = spool.anchors.get(epoch)
+    if boot_ms is None:
+        if epoch < boot:
+            spool.acked((seq,), ())
+            publisher.unsynced += 1
+        else:
+            publisher._held = payload  # asked again each turn: not loaded again until the clock is known
+        return None
+    return payload[: k + 6] + str(boot_ms - 1 - int(payload[k + 6 : end])).encode() + payload[end:]
+
+
+def stable(node):
+    """Five minutes up: this boot did not end early, the count of those starts again."""
+    with open(node._boot_file, "w") as f:
+        f.write(str(node.boot_count) + " 0")
+    node._boot_file = None
+
+
+def stop(publisher, wait):
+    """The publisher announces "offline" (retained), waits for its PUBACK with wait(ms), and
+    disconnects."""
+    from firmware.mqtt import UP
+
+    client = publisher.client
+    if client.state == UP:
+        try:
+            client.publish(publisher.status_topic, publisher.status(False), 1, True)
+            while client.inflight:
+                wait(20)
+                client.step()
+        except Exception:  # MQTTError: the will says offline for us
+            pass
+        client.disconnect()
