@@ -121,7 +121,7 @@ def test_public_names_go_into_the_broker_certificate(tmp_path: Path) -> None:
     up = fieldlink(home, "stack", "up", *ports, "--public-name", "broker.plant-2.example", "--public-name", "10.20.0.5")
     try:
         assert up.returncode == 0, up.stderr
-        assert "field nodes reach the broker as broker.plant-2.example, 10.20.0.5" in up.stdout
+        assert "field nodes reach it as broker.plant-2.example, 10.20.0.5" in up.stdout
         assert f"listener {mqtt}\n" in (home / "mosquitto" / "mosquitto.conf").read_text()
         # A node checks the name it was given against the certificate: the public ones pass, others not.
         for name in ("broker.plant-2.example", "localhost"):
