@@ -246,6 +246,20 @@ HEALTH_WORDS = {
     "ntp": ("synced", "unsynced"),
 }
 MAX_FIRMWARE_VERSION = 32
+# The counters a node reports (firmware/health.py). Others are left out, as unknown health keys are:
+# each would become a field of the `health` measurement, and a device must not grow its schema.
+STATUS_COUNTERS = (
+    "dropped",
+    "read_errors",
+    "driver_errors",
+    "reconnects",
+    "queued",
+    "queued_bytes",
+    "refused",
+    "resent",
+    "bad_acks",
+    "unsynced",
+)
 
 
 def decode_status(payload):
@@ -335,6 +349,11 @@ def _status(obj):
     for name in counters:
         if name in HEALTH_INTS or name in HEALTH_WORDS or name == "fw" or name == "online":
             raise MalformedPayload("status counter " + _show(name) + " takes the name of a health field")
+    known = {}
+    for name in STATUS_COUNTERS:
+        if name in counters:
+            known[name] = counters[name]
+    counters = known
     return {"online": online, "counters": counters, "error": error, "cert": cert, "t": t, "health": health}
 
 

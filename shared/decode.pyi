@@ -27,3 +27,4 @@ def decode_status_report(payload: bytes) -> dict[str, Any]: ...
 HEALTH_INTS: dict[str, tuple[int, int]]
 HEALTH_WORDS: dict[str, tuple[str, ...]]
 MAX_FIRMWARE_VERSION: int
+STATUS_COUNTERS: tuple[str, ...]

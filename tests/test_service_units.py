@@ -164,3 +164,20 @@ def test_registry_certificates_through_rotation_and_revocation(tmp_path: Path) -
     assert registry.status("d") is None
     assert [s for s, _ in registry.revoked_certificates()] == ["01", "02"]  # kept for the CRL
     registry.close()
+
+
+def test_the_service_keeps_every_counter_the_node_reports() -> None:
+    # A counter the decoder does not know is left out of the health point: the node's must all be known.
+    import ast
+    from pathlib import Path
+
+    from shared import decode
+
+    tree = ast.parse((Path(__file__).parent.parent / "firmware" / "health.py").read_text())
+    (function,) = [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name == "counters"]
+    (returned,) = [node.value for node in ast.walk(function) if isinstance(node, ast.Return)]
+    assert isinstance(returned, ast.Dict)
+    names = [key.value for key in returned.keys if isinstance(key, ast.Constant)]
+    assert len(names) == len(returned.keys) and set(names) == set(decode.STATUS_COUNTERS)
+    report = decode.decode_status_report(b'{"v":1,"online":true,"counters":{"dropped":1,"made_up":7}}')
+    assert report["counters"] == {"dropped": 1}
