@@ -24,12 +24,15 @@ def pid_alive(pid: int) -> bool:
         if done == pid:
             return False
     # A zombie that is not ours (a killed broker whose parent, PID 1 in a container, does not reap) is
-    # dead all the same: its state in /proc/PID/stat is Z.
+    # dead all the same: its state in /proc/PID/stat is Z. But so is the state of a process whose main
+    # thread has ended while others run on (influxd shutting down, its ports still open): that one is
+    # alive until its last thread has gone.
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
+        threads = len(os.listdir(f"/proc/{pid}/task"))
     except OSError:
         return True
-    return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] != "Z"
+    return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] != "Z" or threads > 1
 
 
 def process_start_time(pid: int) -> int | None:

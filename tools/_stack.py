@@ -57,6 +57,20 @@ _PROGRAMS = {"mosquitto": BROKER_PROGRAM, "influxdb": "influxd"}
 # The program each part runs.
 _PROGRAMS_BINARY = {"mosquitto": "mosquitto", "influxdb": "influxd"}
 
+# A part that has just stopped may hold its port a moment longer: a multi-threaded server (influxd)
+# reads as exited once its main thread has, while its other threads still close their sockets.
+_PORT_RELEASE_S = 5.0
+
+
+def _port_free_soon(port: int) -> bool:
+    deadline = time.monotonic() + _PORT_RELEASE_S
+    while not port_free(port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 # Devices publish only under their own topics and read only their own config and commands; the ingest
 # service (each of its worker identities) reads every device's data and status; the admin identity
 # alone drives the dynamic-security plugin (which kicks a revoked device's live session).
@@ -516,7 +530,7 @@ class Stack:
         if "influxdb" in to_start:
             wanted += [("influxdb", state.influx_port), ("influxdb rpc", state.influx_rpc_port)]
         for name, port in wanted:
-            if not port_free(port):
+            if not _port_free_soon(port):
                 raise EnvironmentProblem(
                     f"port {port} on 127.0.0.1 is busy, so {name} cannot listen there; stop what uses it, "
                     f"or choose another port once with `fieldlink stack up --{_PORT_OPTIONS[name]} N` "
