@@ -146,3 +146,12 @@ def test_a_devices_status_is_stored_as_health_points(stack: StackInfo, ingest: I
             if column not in status["health"] and column not in ("time", "device", "online", "queued", "dropped")
         },
     }
+
+
+def test_simulated_nodes_get_seeds_of_their_own(stack: StackInfo, uid: str) -> None:
+    # So that the nodes of `make run` read different values, as real ones would.
+    seeds = []
+    for device in (f"seed-{uid}-1", f"seed-{uid}-2"):
+        config = json.loads((stack.add_device(device) / "config.json").read_text())
+        seeds.append([sensor["seed"] for sensor in config["sensors"]])
+    assert len(set(seeds[0] + seeds[1])) == 6

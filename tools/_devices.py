@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,9 +47,17 @@ DEFAULT_SENSORS: list[dict[str, Any]] = [
 ]
 
 
-def default_sensing() -> Sensing:
-    """Simulated sensors, every other setting at its default (tools/_config.py)."""
-    return check_sensing({"sensors": DEFAULT_SENSORS})
+def default_sensing(device_id: str = "") -> Sensing:
+    """Simulated sensors, every other setting at its default (tools/_config.py); each device's signals
+    get seeds of their own (from its id), so that simulated nodes do not all read the same values."""
+    return check_sensing(
+        {
+            "sensors": [
+                {**spec, "seed": zlib.crc32(f"{device_id}/{spec['name']}".encode()) & 0x7FFFFFFF}
+                for spec in DEFAULT_SENSORS
+            ]
+        }
+    )
 
 
 def local_broker(home: Home) -> Broker:
@@ -139,7 +148,7 @@ def add_device(
     with open_fleet(home, broker=False) as fleet:
         if fleet.registry.get(device_id) is not None:
             raise UsageError(f"device {device_id!r} is already registered; see `fieldlink device list`")
-        sensing = with_overrides(sensing or default_sensing(), **overrides)
+        sensing = with_overrides(sensing or default_sensing(device_id), **overrides)
         config = compile_sensing(device_config(device_id, local_broker(home), sensing))
         device, credentials = fleet.add(device_id, labels)
         files = _bundle_files(credentials)

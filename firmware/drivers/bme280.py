@@ -73,7 +73,7 @@ class BME280(Driver):
             return self._fail("no measurement (data registers hold their reset value)")
         self.values[0] = self.compensate_t(adc_t) / 100
         self.values[1] = self.compensate_h(adc_h) / 1024
-        self.values[2] = self.compensate_p(adc_p) / 256
+        self.values[2] = self.compensate_p(adc_p) / 25600  # Q24.8 Pa -> hPa, the unit of docs/schema.md
         return True
 
     def compensate_t(self, adc_t):
