@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support import IngestInfo, StackInfo, fieldlink, start_ingest
-from tools._process import free_port, stop_pid
+from tools._home import Home
+from tools._process import free_port, pid_alive, stop_pid
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +45,25 @@ def ingest(stack: StackInfo) -> Iterator[IngestInfo]:
     finally:
         stop_pid(process.pid)
         process.wait()
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path) -> Iterator[StackInfo]:
+    """A stack of the test's own, for tests that stop or kill its parts, or whose messages no other
+    service may see."""
+    home = tmp_path / "home"
+    ports = [str(free_port()) for _ in range(3)]
+    result = fieldlink(
+        home, "stack", "up", "--mqtt-port", ports[0], "--influx-port", ports[1], "--influx-rpc-port", ports[2]
+    )
+    assert result.returncode == 0, result.stderr
+    try:
+        yield StackInfo(home, int(ports[0]), int(ports[1]))
+    finally:
+        for pid in Home(home).load_state().pids.values():  # a part a test left stopped must hear SIGTERM
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGCONT)
+        fieldlink(home, "stack", "down")
 
 
 @pytest.fixture

@@ -207,21 +207,6 @@ def test_power_cut_with_a_full_spool_loses_nothing_that_fit_and_never_reuses_a_s
     _assert_only_the_oldest_dropped(stack, device, batches, len(before) - len(kept))
 
 
-@pytest.fixture
-def own_stack(tmp_path: Path) -> Iterator[StackInfo]:
-    """A stack of the test's own: its broker is killed, and no other service may see its messages."""
-    home = tmp_path / "home"
-    ports = [str(free_port()) for _ in range(3)]
-    result = fieldlink(
-        home, "stack", "up", "--mqtt-port", ports[0], "--influx-port", ports[1], "--influx-rpc-port", ports[2]
-    )
-    assert result.returncode == 0, result.stderr
-    try:
-        yield StackInfo(home, int(ports[0]), int(ports[1]))
-    finally:
-        fieldlink(home, "stack", "down")
-
-
 def test_broker_killed_while_holding_what_the_service_never_stored_the_node_sends_it_again(
     own_stack: StackInfo, workdir: Path
 ) -> None:

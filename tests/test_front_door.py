@@ -9,11 +9,9 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.support import StackInfo, fieldlink, mqtt_client, wait_until
 from tools._home import Home
@@ -108,23 +106,6 @@ def test_an_unusable_state_folder_is_exit_code_2_for_every_command(tmp_path: Pat
                 continue
             assert f"FIELDLINK_HOME {home} cannot be used" in result["stderr"], f"{what}\n{result['stderr']}"
     assert not Path("/sys/fieldlink-home").exists()
-
-
-@pytest.fixture
-def own_stack(tmp_path: Path) -> Iterator[StackInfo]:
-    home = tmp_path / "home"
-    ports = [str(free_port()) for _ in range(3)]
-    result = fieldlink(
-        home, "stack", "up", "--mqtt-port", ports[0], "--influx-port", ports[1], "--influx-rpc-port", ports[2]
-    )
-    assert result.returncode == 0, result.stderr
-    try:
-        yield StackInfo(home, int(ports[0]), int(ports[1]))
-    finally:
-        for pid in Home(home).load_state().pids.values():  # a part a test left stopped must hear SIGTERM
-            if pid_alive(pid):
-                os.kill(pid, signal.SIGCONT)
-        fieldlink(home, "stack", "down")
 
 
 def _pids(stack: StackInfo) -> dict[str, int]:

@@ -7,32 +7,16 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.support import StackInfo, batch, fieldlink, mqtt_client, publish, start_ingest, wait_until
 from tools._home import Home
-from tools._process import free_port, stop_pid
+from tools._process import stop_pid
 
 MESSAGES = 200
 READINGS = 3  # per message, each at its own millisecond
-
-
-@pytest.fixture
-def own_stack(tmp_path: Path) -> Iterator[StackInfo]:
-    home = tmp_path / "home"
-    ports = [str(free_port()) for _ in range(3)]
-    result = fieldlink(
-        home, "stack", "up", "--mqtt-port", ports[0], "--influx-port", ports[1], "--influx-rpc-port", ports[2]
-    )
-    assert result.returncode == 0, result.stderr
-    try:
-        yield StackInfo(home, int(ports[0]), int(ports[1]))
-    finally:
-        fieldlink(home, "stack", "down")
 
 
 def counters(url: str) -> dict[str, int]:
