@@ -20,19 +20,9 @@ from ingest._storage import Storage
 from ingest._workers import WorkerPool
 from shared.protocol import encode_batch
 from tests.support import IngestInfo
+from tests.test_consumer_units import FakeWriter
 
 SHA = "cd" * 32
-
-
-class FakeWriter:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    async def write(self, body: bytes) -> None:
-        self.lines += body.decode().split("\n")
-
-    async def close(self) -> None:
-        pass
 
 
 def status(online: bool, counters: dict[str, int], t: int) -> bytes:

@@ -74,23 +74,19 @@ def _env() -> dict[str, str]:
 def filter_cost(mpy: Path, samples: int, heap: str) -> dict[str, dict[str, float]]:
     # At a node's heap size: with the default 2 MB every collection sweeps 2 MB, which makes
     # float-allocating filters look several times slower than they are on a board.
-    result = subprocess.run(
-        [micropython_binary(), "-X", f"heapsize={heap}", str(HERE / "mp_filter_cost.py"), str(samples)],
-        env=_env(),
-        cwd=mpy,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if result.returncode != 0:
-        sys.exit(f"the filter timing failed under MicroPython:\n{result.stdout}{result.stderr}")
-    data: dict[str, dict[str, float]] = json.loads(result.stdout.strip().splitlines()[-1])
+    data: dict[str, dict[str, float]] = _mp_json(mpy, "mp_filter_cost.py", heap, "the filter timing", str(samples))
     return data
 
 
 def spool_wear(mpy: Path) -> dict[str, dict[str, int]]:
+    data: dict[str, dict[str, int]] = _mp_json(mpy, "mp_spool_wear.py", "8M", "the spool wear run")
+    return data
+
+
+def _mp_json(mpy: Path, script: str, heap: str, what: str, *args: str) -> Any:
+    """Run one of this folder's MicroPython scripts in a heap of `heap`; the JSON of its last line."""
     result = subprocess.run(
-        [micropython_binary(), "-X", "heapsize=8M", str(HERE / "mp_spool_wear.py")],
+        [micropython_binary(), "-X", f"heapsize={heap}", str(HERE / script), *args],
         env=_env(),
         cwd=mpy,
         capture_output=True,
@@ -98,9 +94,8 @@ def spool_wear(mpy: Path) -> dict[str, dict[str, int]]:
         timeout=600,
     )
     if result.returncode != 0:
-        sys.exit(f"the spool wear run failed under MicroPython:\n{result.stdout}{result.stderr}")
-    data: dict[str, dict[str, int]] = json.loads(result.stdout.strip().splitlines()[-1])
-    return data
+        sys.exit(f"{what} failed under MicroPython:\n{result.stdout}{result.stderr}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def start_ingest(home: Path, log: Path) -> subprocess.Popen[bytes]:
