@@ -8,9 +8,10 @@ import os
 import re
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 
-from tests.support import FIELDLINK, IngestInfo, StackInfo, fieldlink, wait_until
+from tests.support import FIELDLINK, IngestInfo, StackInfo, fieldlink, run_node, wait_until
 from tools._process import free_port, stop_pid
 
 ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d"
@@ -54,6 +55,26 @@ def test_the_brokers_log_has_readable_times(stack: StackInfo) -> None:
     lines = (stack.home / "logs" / "mosquitto.log").read_text().splitlines()
     stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}: "
     assert lines and all(re.match(stamp, line) for line in lines[-5:]), lines[-5:]
+
+
+def test_a_simulated_nodes_lines_carry_its_device_time(stack: StackInfo, ingest: IngestInfo, uid: str) -> None:
+    # The board has no clock for its first second, then its clock is a day ahead of this machine's
+    # (an NTP correction at start-up, simulated): its lines must show its time, not the machine's.
+    bundle = stack.add_device(f"logtime-{uid}", sample_interval_ms=200)
+    day_ms = 86_400_000
+    result = run_node(bundle, duration_s=3, no_ntp_s=1, faults=["step@0+86400"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert re.fullmatch(rf"\+0\.\d{{3}}s node logtime-{uid} starting on sim with sensors .*", lines[0]), lines[:3]
+    assert [line.partition(" ")[2] for line in lines if " connected to " in line] == [
+        f"connected to 127.0.0.1 {stack.mqtt_port}"
+    ]
+    stamp, _, stopped = lines[-1].partition(" ")
+    assert stopped.startswith("stopped: {"), lines[-1]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp), stamp
+    device_ms = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1000
+    # The machine's time a day later, within the few seconds since the node stopped.
+    assert -10_000 <= device_ms - (time.time() * 1000 + day_ms) <= 0, stamp
 
 
 def test_the_run_summary_line(ingest: IngestInfo) -> None:

@@ -75,6 +75,23 @@ class SimBoard(Board):
         for chip, signal in self.animated:
             chip.set_temperature(signal.read(now_ms))
 
+    def log(self, *args):
+        """print() with the board's time first: ISO 8601 (UTC, ms) once the clock is known, the time
+        since boot (+S.mmm s) before. firmware/sim/wiring.py makes it the builtin print, so each line a
+        simulated node logs carries its device time, as the service's and the broker's lines carry
+        theirs."""
+        try:
+            ms = self.now_ms()
+            if ms:
+                t = time.gmtime(ms // 1000)
+                stamp = "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (t[0], t[1], t[2], t[3], t[4], t[5], ms % 1000)
+            else:
+                ms = self._elapsed()
+                stamp = "+%d.%03ds" % (ms // 1000, ms % 1000)
+        except MemoryError:  # a line logged in a full heap must not fail for its stamp
+            stamp = "?"
+        self._print(stamp, *args)
+
     def trace(self, payload):
         if self._trace:
             self._trace.write(payload + b"\n")

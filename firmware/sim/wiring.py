@@ -37,6 +37,10 @@ def make_board(trace_path=None, duration_s=None, time_scale=1, faults=(), no_ntp
     board._start_ms = time.time_ns() // 1000000
     board.duration_ms = int(duration_s * 1000) if duration_s else None
     board.animated = []
+    import builtins
+
+    board._print = builtins.print
+    builtins.print = board.log  # every line the node logs from here on carries its device time
     return board
 
 

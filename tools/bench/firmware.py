@@ -160,8 +160,9 @@ def run_node(mpy: Path, bundle: Path, heap: str, minutes: float, scale: int) -> 
     result = subprocess.run(
         argv, env=_env(), cwd=mpy, capture_output=True, text=True, timeout=minutes * 60 / scale + 120
     )
-    heaps = [json.loads(line.split("heap: ", 1)[1]) for line in result.stdout.splitlines() if line.startswith("heap: ")]
-    stopped = re.search(r"^stopped: (.*)$", result.stdout, re.M)
+    # A simulated node's lines begin with its device time (firmware/sim/board.py: log).
+    heaps = [json.loads(line.split(" heap: ", 1)[1]) for line in result.stdout.splitlines() if " heap: " in line]
+    stopped = re.search(r"^\S+ stopped: (.*)$", result.stdout, re.M)
     error = re.search(r"^.*MemoryError.*$", result.stdout + result.stderr, re.M)
     return {
         "heap": heap,
