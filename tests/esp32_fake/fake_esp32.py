@@ -4,11 +4,33 @@
 # onewire answer from the environment instead of hardware:
 #   FAKE_WIFI      ssid:passphrase,... the networks in the air (a join with another passphrase fails)
 #   FAKE_ADC_UV    what every ADC pin reads, in microvolts (default 1650000)
+#   FAKE_ADC_STEP_UV  added to FAKE_ADC_UV at each read (read n gives FAKE_ADC_UV + n * step), so that
+#                  every reading is told apart from the others by its value
+#   FAKE_ADC_HANG_AT  seconds after start from which an ADC read never returns (a hung driver)
+#   FAKE_WIFI_DROP_AT seconds after start at which a joined station loses its network
+#   FAKE_WIFI_DOWN_S  for how long after that drop no network of the air can be joined (default 0)
+#   FAKE_RESET_CAUSE  what machine.reset_cause() says, by name (default PWRON_RESET)
+#   FAKE_WDT_MS    the watchdog's timeout in ms whatever the firmware asks (default: what it asks);
+#                  a watchdog not fed within it prints "fake wdt: reset ..." and kills the process
+#                  (SIGKILL), as the hardware resets the board
 # NTP servers whose name starts with "ntp-down" do not answer. Each fake prints what it is asked, so
 # a test reads the node's dealings with its hardware from its output.
 #   MICROPYPATH=:tests/esp32_fake micropython -c "import fake_esp32; fake_esp32.install(); import main"
 import os
 import sys
+import time
+
+_T0 = time.ticks_ms()
+
+
+def _since_start_ms():
+    return time.ticks_diff(time.ticks_ms(), _T0)
+
+
+def _env_ms(name):
+    """An environment variable in seconds, as ms; None when not set."""
+    value = os.getenv(name)
+    return None if value is None else int(float(value) * 1000)
 
 
 class _Module:
@@ -32,6 +54,7 @@ network.STAT_CONNECTING = 1001
 network.STAT_GOT_IP = 1010
 network.STAT_NO_AP_FOUND = 201
 network.STAT_WRONG_PASSWORD = 202
+network.STAT_BEACON_TIMEOUT = 200
 
 
 def _air():
@@ -47,6 +70,15 @@ class WLAN:
     def __init__(self, interface):
         self._status = network.STAT_IDLE
         self._active = False
+        self._drop_at = _env_ms("FAKE_WIFI_DROP_AT")  # once, at the first question from then on
+        self._down_until = None
+
+    def _lose(self):
+        if self._drop_at is not None and _since_start_ms() >= self._drop_at and self._status == network.STAT_GOT_IP:
+            self._drop_at = None
+            self._status = network.STAT_BEACON_TIMEOUT  # the access point is gone
+            self._down_until = _since_start_ms() + (_env_ms("FAKE_WIFI_DOWN_S") or 0)
+            print("fake wifi: dropped")
 
     def active(self, on=None):
         if on is None:
@@ -54,9 +86,15 @@ class WLAN:
         self._active = bool(on)
 
     def isconnected(self):
+        self._lose()
         return self._status == network.STAT_GOT_IP
 
-    def status(self):
+    def status(self, param=None):
+        self._lose()
+        if param == "rssi":
+            if self._status != network.STAT_GOT_IP:
+                raise OSError("not connected")
+            return -60
         return self._status
 
     def disconnect(self):
@@ -66,7 +104,9 @@ class WLAN:
         if not self._active:
             raise OSError("wifi not active")
         air = _air()
-        if ssid not in air:
+        if self._down_until is not None and _since_start_ms() < self._down_until:
+            self._status = network.STAT_NO_AP_FOUND  # the network is still away
+        elif ssid not in air:
             self._status = network.STAT_NO_AP_FOUND
         elif air[ssid] != password:
             self._status = network.STAT_WRONG_PASSWORD
@@ -111,16 +151,57 @@ class ADC:
     def atten(self, value):
         self.attenuation = value
 
+    reads = 0  # by every pin
+
     def read_uv(self):
-        return int(os.getenv("FAKE_ADC_UV") or 1650000)
+        hang_at = _env_ms("FAKE_ADC_HANG_AT")
+        if hang_at is not None and _since_start_ms() >= hang_at:
+            print("fake adc: the read hangs")
+            while True:
+                time.sleep_ms(100)
+        n = ADC.reads
+        ADC.reads += 1
+        return int(os.getenv("FAKE_ADC_UV") or 1650000) + n * int(os.getenv("FAKE_ADC_STEP_UV") or 0)
+
+
+PWRON_RESET = 1  # the ESP32 port's numbers
+HARD_RESET = 2
+WDT_RESET = 3
+DEEPSLEEP_RESET = 4
+SOFT_RESET = 5
+
+
+def reset_cause():
+    return globals()[os.getenv("FAKE_RESET_CAUSE") or "PWRON_RESET"]
 
 
 class WDT:
+    """The hardware watchdog: once made it cannot be stopped; not fed within its timeout, it resets the
+    board (here: the process is killed). A thread of its own watches, so a call that blocks the
+    firmware's loop cannot keep it from firing."""
+
     def __init__(self, timeout=5000):
-        self.timeout = timeout
+        import _thread
+
+        print("fake wdt: timeout", timeout)
+        self.timeout = int(os.getenv("FAKE_WDT_MS") or timeout)
+        self.feeds = 0
+        self.fed = time.ticks_ms()
+        _thread.start_new_thread(self._watch, ())
 
     def feed(self):
-        pass
+        if not self.feeds:
+            print("fake wdt: first feed")
+        self.feeds += 1
+        self.fed = time.ticks_ms()
+
+    def _watch(self):
+        while True:
+            time.sleep_ms(20)
+            hungry = time.ticks_diff(time.ticks_ms(), self.fed)
+            if hungry > self.timeout:
+                print("fake wdt: reset after", self.feeds, "feeds, not fed for", hungry, "ms")
+                os.system("kill -KILL $PPID")  # the shell's parent: this process
 
 
 class I2C:
@@ -143,6 +224,12 @@ class I2C:
 machine.Pin = Pin
 machine.ADC = ADC
 machine.WDT = WDT
+machine.PWRON_RESET = PWRON_RESET
+machine.HARD_RESET = HARD_RESET
+machine.WDT_RESET = WDT_RESET
+machine.DEEPSLEEP_RESET = DEEPSLEEP_RESET
+machine.SOFT_RESET = SOFT_RESET
+machine.reset_cause = reset_cause
 machine.I2C = I2C
 
 # --- onewire -----------------------------------------------------------------------------------------
