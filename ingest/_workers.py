@@ -13,6 +13,13 @@ ever gets them, and a member that comes back with a clean session loses them. So
   and stores what its session still holds, as nothing else would;
 - each worker drops the data subscriptions of another layout it may still hold (the plain one of a
   single service, the default group), which would give it messages twice.
+
+Every worker 2..N writes a report of its counts to its stdout, a pipe the pool reads, once a second
+and once more when it stops (`report_line`): its `Stats.counters`, its write-latency histogram, its
+gauges (connection, queue depths, spool) and its problems. The pool keeps them in a `Tally`, which
+adds the last counts of every process a worker had before (a restarted process starts at 0) to its
+running process's, so a worker's totals never go backwards. Worker 1 (the HTTP server) adds its own
+and serves the sum (ingest/_metrics.py, `whole`).
 """
 
 from __future__ import annotations
@@ -22,11 +29,13 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +43,9 @@ import aiomqtt
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from ingest._consumer import mqtt_client
+from ingest._consumer import Stats, mqtt_client
 from ingest._settings import Settings
+from ingest._storage import Storage
 from shared.identities import INGEST_SHARED_GROUP, worker_identity
 from shared.protocol import DATA_SUBSCRIPTION
 
@@ -48,6 +58,10 @@ _MAX_BACKOFF_S = 30.0
 _STEADY_S = 60.0
 # On a stop, how long workers get to store what they hold after SIGTERM before SIGKILL.
 STOP_TIMEOUT_S = 15.0
+# How often a worker reports its counts to the pool; a running worker whose last report is older than
+# REPORT_STALE_S is named in /healthz's problems (its event loop is stuck).
+REPORT_EVERY_S = 1.0
+REPORT_STALE_S = 10.0
 
 
 def shared_filter(group: str) -> str:
@@ -160,6 +174,123 @@ async def drop_subscriptions(settings: Settings, filters: list[str]) -> None:
         )
 
 
+# --- what a worker reports, and the pool's sum of it ------------------------------------------------------
+
+
+def report_line(run: str, stats: Stats, storage: Storage | None, histogram: dict[str, float]) -> bytes:
+    """One report of a worker process (`run` names the process): a line of JSON. Counters and the
+    histogram's counts only grow during a run; the rest is the state now."""
+    problems = stats.problems() + (storage.problems() if storage is not None else [])
+    report = {
+        "run": run,
+        "counters": dict(stats.counters),
+        "histogram": histogram,
+        "mqtt_connected": stats.mqtt_connected,
+        "consumer_running": stats.consumer_running,
+        "queues": stats.queues() if stats.queues is not None else {},
+        "spool": storage.snapshot() if storage is not None else None,
+        "problems": problems,
+    }
+    return json.dumps(report, separators=(",", ":")).encode() + b"\n"
+
+
+def new_run() -> str:
+    """A name for this process's reports, unique even when the kernel reuses a pid."""
+    return f"{os.getpid()}-{secrets.token_hex(4)}"
+
+
+@dataclass
+class Report:
+    """A worker process's newest report, as the pool received it."""
+
+    run: str
+    received: float  # time.monotonic()
+    counters: Counter[str]
+    histogram: dict[str, float]
+    mqtt_connected: bool
+    consumer_running: bool
+    queues: dict[str, int]
+    spool: dict[str, Any] | None
+    problems: list[str]
+
+    @classmethod
+    def parse(cls, line: bytes, received: float) -> Report:
+        data = json.loads(line)
+        return cls(
+            run=str(data["run"]),
+            received=received,
+            counters=Counter({str(k): int(v) for k, v in data["counters"].items()}),
+            histogram={str(k): float(v) for k, v in data["histogram"].items()},
+            mqtt_connected=bool(data["mqtt_connected"]),
+            consumer_running=bool(data["consumer_running"]),
+            queues={str(k): int(v) for k, v in data["queues"].items()},
+            spool=data["spool"],
+            problems=[str(p) for p in data["problems"]],
+        )
+
+
+def add_into(total: dict[str, float], more: dict[str, float]) -> None:
+    for key, value in more.items():
+        total[key] = total.get(key, 0.0) + value
+
+
+@dataclass
+class Tally:
+    """Each worker's counts over all its processes: the last report of every process that ended
+    (kept, as an offset) plus the newest report of the one running. A restarted process counts from
+    0 again; its worker's totals go on from where the dead one's last report left them, never back.
+
+    What a process counted after its last report (less than `REPORT_EVERY_S` of work, when it is
+    killed with SIGKILL) is not known to anyone; what it had not acknowledged comes again to its
+    successor and is counted then."""
+
+    clock: Callable[[], float] = time.monotonic
+    _ended: dict[int, Counter[str]] = field(default_factory=dict)
+    _ended_histogram: dict[int, dict[str, float]] = field(default_factory=dict)
+    _ended_runs: set[str] = field(default_factory=set)
+    _live: dict[int, Report] = field(default_factory=dict)
+
+    def take(self, worker: int, line: bytes) -> None:
+        """A report line from worker `worker`'s current process."""
+        report = Report.parse(line, self.clock())
+        if report.run in self._ended_runs:  # a late line of a process already added up: never twice
+            return
+        live = self._live.get(worker)
+        if live is not None and live.run != report.run:
+            self.end(worker)
+        self._live[worker] = report
+
+    def end(self, worker: int) -> None:
+        """Worker `worker`'s process ended (its pipe is read to the end): keep its last counts."""
+        live = self._live.pop(worker, None)
+        if live is None:
+            return
+        self._ended_runs.add(live.run)
+        self._ended.setdefault(worker, Counter()).update(live.counters)
+        add_into(self._ended_histogram.setdefault(worker, {}), live.histogram)
+
+    def live(self, worker: int) -> Report | None:
+        """The running process's newest report; None before its first one, and once it ended."""
+        return self._live.get(worker)
+
+    def counters(self, worker: int) -> Counter[str]:
+        total = Counter(self._ended.get(worker, Counter()))
+        live = self._live.get(worker)
+        if live is not None:
+            total.update(live.counters)
+        return total
+
+    def histogram(self, worker: int) -> dict[str, float]:
+        total = dict(self._ended_histogram.get(worker, {}))
+        live = self._live.get(worker)
+        if live is not None:
+            add_into(total, live.histogram)
+        return total
+
+    def workers(self) -> set[int]:
+        return set(self._ended) | set(self._live)
+
+
 @dataclass
 class _Worker:
     number: int
@@ -169,6 +300,7 @@ class _Worker:
     down: str | None = "not started yet"  # why it is not running; None while it runs
     retired: bool = False
     started_at: float = 0.0
+    reader: asyncio.Task[None] | None = None  # reads the running process's reports
 
 
 class WorkerPool:
@@ -195,6 +327,7 @@ class WorkerPool:
         self.workers = [_Worker(n, retire=False) for n in range(2, plan.count + 1)]
         self.workers += [_Worker(n, retire=True) for n in plan.retired]
         self._tasks: list[asyncio.Task[None]] = []
+        self.tally = Tally()
 
     def _worker_command(self, number: int, retire: bool) -> list[str]:
         command = [sys.executable, "-m", "ingest._worker", str(number), "--parent", str(os.getpid())]
@@ -221,12 +354,18 @@ class WorkerPool:
                 process = await asyncio.create_subprocess_exec(
                     *self._command(worker.number, worker.retire),
                     stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,  # its reports (_worker.py sends its own prints to stderr)
                     start_new_session=True,  # Ctrl-C reaches the parent alone, which stops the workers in order
+                    limit=1 << 20,
                 )
             except OSError as exc:
                 ended = f"could not be started ({exc})"
             else:
                 worker.process, worker.down = process, None
+                assert process.stdout is not None
+                worker.reader = asyncio.create_task(
+                    self._read_reports(worker.number, process.stdout), name=f"ingest-worker-{worker.number}-reports"
+                )
                 doing = "retiring" if worker.retire else "started"
                 log.info("ingest worker %d (%s) %s: pid %d", worker.number, self._name(worker), doing, process.pid)
                 assert process.stdin is not None
@@ -235,6 +374,7 @@ class WorkerPool:
                     await process.stdin.drain()
                     process.stdin.close()
                 code = await process.wait()
+                await self._ended(worker)
                 worker.process = None
                 if worker.retire and code == 0:
                     worker.retired = True
@@ -248,6 +388,30 @@ class WorkerPool:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _MAX_BACKOFF_S)
             worker.restarts += 1
+
+    async def _read_reports(self, number: int, stream: asyncio.StreamReader) -> None:
+        while True:
+            try:
+                line = await stream.readline()
+            except ValueError:  # a line beyond the limit: not a report
+                log.error("ingest worker %d wrote a line too long to be a report", number)
+                continue
+            if not line:
+                return
+            try:
+                self.tally.take(number, line)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                log.error("ingest worker %d wrote something that is not a report: %.200r", number, line)
+
+    async def _ended(self, worker: _Worker) -> None:
+        """The process ended: read its last reports (its pipe ends with it), then keep its counts."""
+        reader, worker.reader = worker.reader, None
+        if reader is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(reader), 5.0)
+            except TimeoutError:  # something else holds its stdout open: what was read is kept
+                reader.cancel()
+        self.tally.end(worker.number)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -268,17 +432,35 @@ class WorkerPool:
                     with contextlib.suppress(ProcessLookupError):
                         process.kill()
             await asyncio.gather(*(p.wait() for p in live))
+        for worker in self.workers:  # their last reports, sent as they stopped
+            await self._ended(worker)
 
     def _name(self, worker: _Worker) -> str:
         return self.plan.identity(worker.number)
 
     def problems(self) -> list[str]:
-        """Why a worker is not running, for /healthz; empty if all run (or retired)."""
-        return [
-            f"ingest worker {w.number} ({self._name(w)}) is down: {w.down}"
-            for w in self.workers
-            if w.down is not None and not w.retired
-        ]
+        """Why a worker is not running, or not well (its own problems, as it reported them; no report
+        for `REPORT_STALE_S`), for /healthz; empty if all run well (or retired)."""
+        found = []
+        now = self.tally.clock()
+        for w in self.workers:
+            name = f"ingest worker {w.number} ({self._name(w)})"
+            if w.retired:
+                continue
+            if w.down is not None:
+                found.append(f"{name} is down: {w.down}")
+                continue
+            live = self.tally.live(w.number)
+            age = now - (live.received if live is not None else w.started_at)
+            if age > REPORT_STALE_S:
+                found.append(f"{name} has not reported its counts for {age:.0f} s")
+            elif live is not None and not w.retire:  # a retiring one runs no consumer of its own
+                found += [f"{name}: {problem}" for problem in live.problems]
+        return found
+
+    def running(self, number: int) -> bool:
+        """Whether worker `number` (2..N) runs, not retiring: its gauges count."""
+        return any(w.number == number and not w.retire and w.down is None and not w.retired for w in self.workers)
 
     def status(self) -> list[dict[str, Any]]:
         """Each worker: number, identity, pid, restarts, state (running, down, retiring, retired);

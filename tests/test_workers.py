@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ingest import Settings, WorkerPool, plan_workers
 from ingest import _workers as workers_module
@@ -243,6 +244,13 @@ def _worker_pids(url: str) -> list[int | None]:
     return [row["pid"] for row in rows]
 
 
+def _stored_by_worker(url: str) -> list[int]:
+    """Each worker's stored messages, as /healthz's rows have them (worker 1 first)."""
+    rows = _health(url)["workers"]
+    assert isinstance(rows, list)
+    return [row["counters"].get("stored_messages", 0) for row in rows]
+
+
 def _until_both_take_a_share(stack: StackInfo, database: str, url: str, devices: Devices) -> None:
     """Send pairs of messages until each worker has stored some: then both are in the group (a worker
     that is connected may not have subscribed yet)."""
@@ -250,8 +258,10 @@ def _until_both_take_a_share(stack: StackInfo, database: str, url: str, devices:
     def shared() -> bool:
         devices.send(2)
         wait_until(lambda: len(_stored(stack, database)) == len(devices.sent))
-        stored = _health(url)["counters"].get("stored_messages", 0)  # type: ignore[attr-defined]
-        return bool(0 < stored < len(devices.sent))
+        deadline = time.monotonic() + 2.0  # worker 2's counts come with its next report, within a second
+        while not all(_stored_by_worker(url)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return all(_stored_by_worker(url))
 
     wait_until(shared, timeout=20, interval=0.2)
 
@@ -288,12 +298,101 @@ def test_two_workers_one_killed_mid_stream_nothing_lost(
         restarted = health["workers"][1]["pid"]
         assert restarted not in (None, second_pid)
         # Both workers had a share: worker 1 stored some, and not all.
-        counters = health["counters"]
-        assert isinstance(counters, dict) and 0 < counters["stored_messages"] < len(devices.sent)
+        assert isinstance(health["workers"], list)
+        assert 0 < health["workers"][0]["counters"]["stored_messages"] < len(devices.sent)
         # A killed parent takes its workers with it.
         service.send_signal(signal.SIGKILL)
         service.wait()
         wait_until(lambda: not pid_alive(restarted), timeout=10)
+    finally:
+        stop_pid(service.pid)
+        log = (workdir / "ingest.log").read_text()
+        assert "Traceback" not in log, log
+
+
+def _metric_samples(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = httpx.get(f"{url}/metrics", timeout=5)
+    response.raise_for_status()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def _metrics_stored(url: str) -> float:
+    return _metric_samples(url)[("fieldlink_messages_stored_total", ())]
+
+
+def test_metrics_and_healthz_count_every_workers_messages_across_a_restart(
+    stack: StackInfo, uid: str, workdir: Path, devices: Devices
+) -> None:
+    """/metrics and /healthz show the whole service: exactly the messages stored, whichever worker
+    stored them; a worker killed and started again takes nothing back from the total."""
+    name = f"wm{uid}"
+    env = _service_env(stack, name)
+    service, url = start_ingest(env, workdir / "ingest.log", "--workers", "2")
+    try:
+        _until_both_take_a_share(stack, name, url, devices)
+        devices.send(60)
+        wait_until(lambda: len(_stored(stack, name)) == len(devices.sent))
+        sent = len(devices.sent)
+        wait_until(lambda: _metrics_stored(url) == sent, timeout=5)  # worker 2's part: within a second
+        time.sleep(1.2)  # a report later: still exact, nothing counted twice
+        found = _metric_samples(url)
+        assert found[("fieldlink_messages_stored_total", ())] == sent
+        assert found[("fieldlink_points_written_total", ())] == sent  # one reading each
+        assert found[("fieldlink_messages_received_total", (("kind", "data"),))] == sent
+        parts = [found[("fieldlink_worker_messages_stored_total", (("worker", w),))] for w in ("1", "2")]
+        assert sum(parts) == sent and all(parts)  # both had a share; the parts add up to the total
+        assert found[("fieldlink_mqtt_connected", ())] == 1
+        assert found[("fieldlink_worker_mqtt_connected", (("worker", "2"),))] == 1
+        writes = found[("fieldlink_write_duration_seconds_count", (("outcome", "ok"),))]
+        assert (
+            writes >= 2
+            and found[("fieldlink_write_duration_seconds_bucket", (("le", "+Inf"), ("outcome", "ok")))] == writes
+        )
+        health = _health(url)
+        assert health["counters"]["stored_messages"] == sent  # type: ignore[index]
+        assert _stored_by_worker(url) == [int(p) for p in parts]
+
+        # Worker 2 is killed while idle (its last report holds all it stored) and started again, its
+        # new process counting from 0: the total holds, and never went down meanwhile.
+        second_pid = _worker_pids(url)[1]
+        assert second_pid is not None
+        totals: list[float] = []
+        watching = threading.Event()
+
+        def watch() -> None:
+            while not watching.is_set():
+                totals.append(_metrics_stored(url))
+                time.sleep(0.02)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            time.sleep(0.2)
+            os.kill(second_pid, signal.SIGKILL)
+            wait_until(lambda: _worker_pids(url)[1] not in (None, second_pid), timeout=10)
+            # The new process reports, connected: the pool has its counts from 0 on.
+            wait_until(lambda: _health(url)["workers"][1]["mqtt_connected"] is True, timeout=15)  # type: ignore[index]
+            time.sleep(0.5)
+        finally:
+            watching.set()
+            watcher.join()
+        assert len(totals) > 10
+        assert totals == sorted(totals), totals
+        assert totals[-1] == sent
+        assert _stored_by_worker(url) == [int(p) for p in parts]
+
+        # The restarted worker's new counts go on from its old ones.
+        devices.send(20)
+        wait_until(lambda: len(_stored(stack, name)) == len(devices.sent))
+        wait_until(lambda: _metrics_stored(url) == len(devices.sent), timeout=5)
+        assert _health(url)["counters"]["stored_messages"] == len(devices.sent)  # type: ignore[index]
+        after = _stored_by_worker(url)
+        assert after[1] > parts[1] and sum(after) == len(devices.sent)
+        assert _health(url)["workers"][1]["restarts"] == 1  # type: ignore[index]
     finally:
         stop_pid(service.pid)
         log = (workdir / "ingest.log").read_text()
@@ -319,10 +418,13 @@ def test_fewer_workers_than_before_lose_nothing(stack: StackInfo, uid: str, work
     try:
         wait_until(lambda: _stored(stack, name) == sorted(devices.sent), timeout=20)
         rows = [_worker_row(env, 1, service.pid, "running"), _worker_row(env, 2, None, "retired")]
-        wait_until(lambda: _health(url)["workers"] == rows)
-        assert _health(url)["counters"]["stored_messages"] == 20  # type: ignore[index]
+        wait_until(lambda: _rows(url) == rows)
+        # Half for each session; the retired identity's 20, from its last report, count in the total.
+        assert _stored_by_worker(url) == [20, 20]
+        assert _health(url)["counters"]["stored_messages"] == 40  # type: ignore[index]
         devices.send(10)  # all of it to worker 1 now
-        wait_until(lambda: _health(url)["counters"]["stored_messages"] == 30)  # type: ignore[index]
+        wait_until(lambda: _stored_by_worker(url) == [30, 20])
+        assert _health(url)["counters"]["stored_messages"] == 50  # type: ignore[index]
         assert len(devices.sent) == before + 50
         assert _stored(stack, name) == sorted(devices.sent)
     finally:
@@ -333,6 +435,13 @@ def test_fewer_workers_than_before_lose_nothing(stack: StackInfo, uid: str, work
 def _worker_row(env: dict[str, str], number: int, pid: int | None, state: str) -> dict[str, object]:
     identity = worker_identity(env["FIELDLINK_MQTT_CLIENT_ID"], number)
     return {"worker": number, "identity": identity, "pid": pid, "restarts": 0, "state": state}
+
+
+def _rows(url: str) -> list[dict[str, object]]:
+    """/healthz's worker rows without their counts."""
+    rows = _health(url)["workers"]
+    assert isinstance(rows, list)
+    return [{k: row[k] for k in ("worker", "identity", "pid", "restarts", "state")} for row in rows]
 
 
 # --- the pool and the command line alone ----------------------------------------------------------------

@@ -141,15 +141,24 @@ class WorkerOut(BaseModel):
     pid: int | None
     restarts: int
     state: str = Field(description="running, down, retiring or retired")
+    mqtt_connected: bool | None = Field(
+        default=None, description="as the worker last reported; None while it runs no process that reported"
+    )
+    counters: dict[str, int] = Field(
+        default_factory=dict, description="this worker's part of the service's counters, over all its processes"
+    )
+    report_age_s: float | None = Field(
+        default=None, description="seconds since its last report (once a second); None for worker 1, this process"
+    )
 
 
 class HealthOut(BaseModel):
     status: Literal["ok", "unavailable"]
-    mqtt_connected: bool
+    mqtt_connected: bool = Field(description="with --workers N: every running worker is connected")
     consumer_running: bool
     problems: list[str]
-    counters: dict[str, int]
-    spool: SpoolOut | None
+    counters: dict[str, int] = Field(description="with --workers N: the sums over every worker")
+    spool: SpoolOut | None = Field(description="with --workers N: every running worker's spool together")
     workers: list[WorkerOut] | None = Field(default=None, description="with --workers N: worker 1 (this process) first")
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from ingest._consumer import Stats
+from ingest._metrics import whole
 from ingest._storage import Storage
 from ingest._workers import WorkerPool
 from ingest.routers._deps import StatsDep, StorageDep, WorkersDep
@@ -16,16 +17,19 @@ router = APIRouter(tags=["health"])
 
 
 def health_of(stats: Stats, storage: Storage | None, workers: WorkerPool | None) -> HealthOut:
+    """The whole service's health: with --workers N, the counters are sums over every worker (each
+    worker's part in its row), and every worker's problems count."""
+    service = whole(stats, storage, workers)
     problems = stats.problems() + (storage.problems() if storage is not None else [])
     problems += workers.problems() if workers is not None else []
     return HealthOut(
         status="unavailable" if problems else "ok",
-        mqtt_connected=stats.mqtt_connected,
-        consumer_running=stats.consumer_running,
+        mqtt_connected=service.mqtt_connected,
+        consumer_running=service.consumer_running,
         problems=problems,
-        counters=dict(stats.counters),
-        spool=SpoolOut(**storage.snapshot()) if storage is not None else None,
-        workers=[WorkerOut(**row) for row in workers.status()] if workers is not None else None,
+        counters=dict(service.counters),
+        spool=SpoolOut(**service.spool) if service.spool is not None else None,
+        workers=[WorkerOut(**row) for row in service.workers] if service.workers is not None else None,
     )
 
 
