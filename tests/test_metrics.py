@@ -4,7 +4,9 @@ known set of messages (in-process: the real app, registry, spool and consumer; a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -17,7 +19,8 @@ from ingest import Issued, Registry, Settings, create_app, plan_workers
 from ingest._consumer import Consumer, Stats
 from ingest._spool import Spool
 from ingest._storage import Storage
-from ingest._workers import WorkerPool
+from ingest._worker import Reporter
+from ingest._workers import Tally, WorkerPool, report_line
 from shared.protocol import encode_batch
 from tests.support import IngestInfo
 from tests.test_consumer_units import FakeWriter
@@ -141,3 +144,111 @@ def test_the_running_service_serves_metrics(ingest: IngestInfo) -> None:
     assert found[("fieldlink_consumer_running", ())] == 1
     assert found[("fieldlink_spool_enabled", ())] == 1
     assert ("process_resident_memory_bytes", ()) in found
+
+
+# --- several workers: the sum, each worker's offset across restarts (no processes, milliseconds) ----------
+
+
+def report(run: str, counters: dict[str, int], **state: object) -> bytes:
+    """A worker's report line, as ingest._workers.report_line writes it."""
+    stats = Stats()
+    stats.counters.update(counters)
+    stats.mqtt_connected = bool(state.get("connected", True))
+    stats.consumer_running = True
+    stats.queues = lambda: {"incoming": int(state.get("incoming", 0)), "unacked": int(state.get("unacked", 0))}  # type: ignore[call-overload]
+    histogram = state.get("histogram", {})
+    assert isinstance(histogram, dict)
+    return report_line(run, stats, None, histogram)
+
+
+def test_a_workers_counts_go_on_across_its_processes() -> None:
+    now = [100.0]
+    tally = Tally(clock=lambda: now[0])
+    tally.take(2, report("a", {"stored_messages": 5, "rejected": 1}))
+    tally.take(2, report("a", {"stored_messages": 9, "rejected": 1}))  # a state, not an increment
+    tally.take(3, report("c", {"stored_messages": 4}))
+    assert tally.counters(2) == {"stored_messages": 9, "rejected": 1}
+    tally.end(2)  # process a died (SIGKILL): its last counts stay
+    assert tally.live(2) is None and tally.counters(2) == {"stored_messages": 9, "rejected": 1}
+    tally.take(2, report("a", {"stored_messages": 11}))  # a late line of the dead process: never counted
+    assert tally.counters(2)["stored_messages"] == 9
+    tally.take(2, report("b", {"stored_messages": 2}))  # its successor starts at 0
+    assert tally.counters(2) == {"stored_messages": 11, "rejected": 1}
+    # A new process's report before the old one was ended (no EOF seen yet) ends the old one first.
+    tally.take(2, report("x", {"stored_messages": 1}))
+    assert tally.counters(2)["stored_messages"] == 12
+    tally.take(2, report("b", {"stored_messages": 7}))  # b ended with x's first report: ignored
+    assert tally.counters(2)["stored_messages"] == 12
+    assert tally.counters(3) == {"stored_messages": 4} and tally.workers() == {2, 3}
+    # Histogram counts add up the same way.
+    tally.take(3, report("c", {}, histogram={"ok|+Inf": 3.0, "ok|sum": 0.03}))
+    tally.end(3)
+    tally.take(3, report("d", {}, histogram={"ok|+Inf": 1.0, "ok|sum": 0.5}))
+    assert tally.histogram(3) == {"ok|+Inf": 4.0, "ok|sum": 0.53}
+
+
+def test_metrics_and_healthz_sum_the_workers(service: tuple[TestClient, Consumer, Registry]) -> None:
+    client, consumer, _ = service
+    t0 = int(time.time() * 1000) - 10_000
+    asyncio.run(consumer.handle("fl/v1/m-1/data", encode_batch(1, t0, ["t"], [(0, 0, 21.5)])))
+    pool: WorkerPool = client.app.state.workers  # type: ignore[attr-defined]
+    # Worker 2 (not started here: "down") reported before it died, and its next process since.
+    pool.tally.take(2, report("a", {"received": 6, "stored_messages": 6, "rejected": 1, "rejected_malformed": 1}))
+    pool.tally.end(2)
+    latency = {"ok|0.001": 1.0, "ok|0.005": 2.0, "ok|+Inf": 2.0, "ok|sum": 0.004}
+    pool.tally.take(2, report("b", {"received": 3, "stored_messages": 3}, incoming=4, unacked=2, histogram=latency))
+    found = samples(client.get("/metrics").text)
+
+    def value(name: str, **labels: str) -> float:
+        return found[(name, tuple(sorted(labels.items())))]
+
+    assert value("fieldlink_messages_stored_total") == 1 + 6 + 3
+    assert value("fieldlink_messages_received_total", kind="data") == 1 + 9
+    assert value("fieldlink_rejections_total", reason="malformed") == 1
+    assert value("fieldlink_worker_messages_stored_total", worker="1") == 1
+    assert value("fieldlink_worker_messages_stored_total", worker="2") == 9
+    assert value("fieldlink_consumer_queue_messages") == 4 and value("fieldlink_consumer_unacked_messages") == 2
+    # Worker 1 wrote once (its own histogram), worker 2 twice.
+    assert value("fieldlink_write_duration_seconds_count", outcome="ok") == 3
+    assert value("fieldlink_write_duration_seconds_bucket", outcome="ok", le="0.005") == 3
+    assert 0.004 <= value("fieldlink_write_duration_seconds_sum", outcome="ok") < 1
+    health = client.get("/healthz").json()
+    assert health["counters"]["stored_messages"] == 10 and health["counters"]["received"] == 10
+    assert [row["counters"].get("stored_messages") for row in health["workers"]] == [1, 9]
+    assert health["workers"][1]["mqtt_connected"] is True
+    assert health["mqtt_connected"] is False  # no broker here, and worker 2 is not running
+    service_view = client.get("/api/service").json()
+    assert service_view["write_latency"]["count"] == 3  # the dashboard's latency covers every worker
+
+
+def test_a_worker_never_blocks_on_its_report_pipe() -> None:
+    """A parent that reads nothing fills the pipe: the worker goes on, and what it finally reads are
+    whole lines, the last one the newest state."""
+    read_end, write_end = os.pipe()
+    stats = Stats()
+    reporter = Reporter(
+        write_end, lambda: report_line("r", stats, None, {"ok|sum": 0.0} | {f"k{i}": 0 for i in range(1000)})
+    )
+    try:
+        started = time.monotonic()
+        for n in range(2000):  # far more than a pipe holds; lines longer than PIPE_BUF: written in parts
+            stats.counters["stored_messages"] = n
+            reporter.send()
+        assert time.monotonic() - started < 5
+        stats.counters["stored_messages"] = 5000
+        os.set_blocking(read_end, False)
+        data = b""
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(read_end, 1 << 16):
+                data += chunk
+        reporter.last()
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(read_end, 1 << 16):
+                data += chunk
+        lines = data.splitlines()
+        assert len(lines) >= 2
+        assert [json.loads(line)["run"] for line in lines] == ["r"] * len(lines)  # every line whole
+        assert json.loads(lines[-1])["counters"]["stored_messages"] == 5000
+    finally:
+        os.close(read_end)
+        os.close(write_end)
