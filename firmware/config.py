@@ -4,6 +4,7 @@
 import binascii
 import hashlib
 import json
+import os
 import ssl
 import sys
 import time
@@ -72,6 +73,9 @@ _USAGE = (
 _NUMBERS = {"--duration": float, "--time-scale": int, "--stats-every": float, "--no-ntp": float}
 CONFIG = "config.json"
 LAST_GOOD = "config.last-good.json"
+# A config that differs from the last good one, while it has yet to run five minutes (firmware/
+# seldom.py: stable makes it the last good one): a config that crashes the node keeps it from there.
+TRYING = "config.trying.json"
 
 
 def parse_args(argv):
@@ -196,8 +200,11 @@ def _safe(wiring, base, early):
 
 def _load(wiring, base, early=0):
     """(config, TLS context, sensor names, groups, error) from config.json; if that config cannot be
-    used, from the last good one, with the error kept for the status message. A config that worked
-    becomes the last good one. After SAFE_MODE_AFTER early ends in a row: safe mode."""
+    used, from the last good one, with the error kept for the status message. The first config
+    becomes the last good one at once; a later one once it has run five minutes (or to a clean stop)
+    without an error: until then it is only being tried (the file TRYING), so that the crashes it
+    causes lead to safe mode on the config before it. After SAFE_MODE_AFTER early ends in a row:
+    safe mode."""
     if early >= SAFE_MODE_AFTER:
         return _safe(wiring, base, early)
     text = _read_file(base + "/" + CONFIG)
@@ -211,11 +218,22 @@ def _load(wiring, base, early=0):
         print("config error:", exc, "; running on the last good config")
         return _prepare(wiring, base, load_config(fallback)) + (str(exc),)
     try:
-        if _read_file(base + "/" + LAST_GOOD) == text:
-            return prepared + (None,)
+        unchanged = _read_file(base + "/" + LAST_GOOD) == text
     except OSError:
-        pass
-    _write_file(base + "/" + LAST_GOOD, text)
+        _write_file(base + "/" + LAST_GOOD, text)  # the first config: nothing else to fall back on
+        return prepared + (None,)
+    if unchanged:
+        try:
+            os.remove(base + "/" + TRYING)  # a config tried before this one is no candidate any more
+        except OSError:
+            pass
+        return prepared + (None,)
+    try:
+        tried = _read_file(base + "/" + TRYING) == text
+    except OSError:
+        tried = False
+    if not tried:
+        _write_file(base + "/" + TRYING, text)
     return prepared + (None,)
 
 

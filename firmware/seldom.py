@@ -3,6 +3,7 @@
 # early-crash count (once per boot), stopping. firmware/app.py loads
 # this module for each use and drops it again (app.seldom), so that its code is not in RAM between
 # uses; only its names stay interned. Making the node is firmware/assemble.py, alike.
+import os
 
 
 def anchor(node, epoch):
@@ -38,10 +39,18 @@ def timed(publisher, payload, k):
 
 
 def stable(node):
-    """Five minutes up: this boot did not end early, the count of those starts again."""
-    with open(node._boot_file, "w") as f:
+    """Five minutes up (or a clean stop): this boot did not end early, the count of those starts
+    again; a config being tried (firmware/config.py: TRYING) that the node runs without an error has
+    worked and becomes the last good one."""
+    path = node._boot_file  # <bundle>/boot
+    with open(path, "w") as f:
         f.write(str(node.boot_count) + " 0")
     node._boot_file = None
+    if node.config_error is None:  # neither safe mode nor the fallback: config.json is running
+        try:
+            os.rename(path[:-4] + "config.trying.json", path[:-4] + "config.last-good.json")
+        except OSError:
+            pass  # no new config was being tried
 
 
 def stop(publisher, wait):

@@ -186,25 +186,33 @@ def test_early_ends_counted_across_power_cuts_lead_to_safe_mode_until_the_node_h
 ) -> None:
     device = f"safe-{uid}"
     bundle = stack.add_device(device, batch_max_age_ms=10000)
-    config = json.loads((bundle / "config.json").read_text())
-    assert [s["name"] for s in config["sensors"]] == ["temperature", "humidity", "pressure"]
-    config["sensors"][2]["optional"] = True
-    (bundle / "config.json").write_text(json.dumps(config))
+    good = json.loads((bundle / "config.json").read_text())
+    assert [s["name"] for s in good["sensors"]] == ["temperature", "humidity", "pressure"]
+    good["sensors"][2]["optional"] = True
+    (bundle / "config.json").write_text(json.dumps(good))
+    last_good, trying = bundle / "config.last-good.json", bundle / "config.trying.json"
 
-    # Three boots, each ended by a power cut 3 device seconds in (time scale 10): counted in the
-    # bundle's `boot` file across the cuts, each an early end. The first made its config the last good.
-    for n in (1, 2, 3):
+    # The first boot, a clean stop: its config, the first, is the last good one at once.
+    first = run_node(bundle, duration_s=1)
+    assert first.returncode == 0, first.stdout
+    assert json.loads(last_good.read_text()) == good
+    assert _boot_file(bundle) == "1 0"  # a clean stop is no early end
+
+    # A new config (a fourth sensor) with which the node loses its power 3 device seconds into each
+    # boot (time scale 10), three times: each boot counted in the bundle's `boot` file across the
+    # cuts, each an early end. The new config is only being tried: it has not run five minutes.
+    new = {**good, "sensors": [*good["sensors"], {**good["sensors"][0], "name": "dewpoint"}]}
+    (bundle / "config.json").write_text(json.dumps(new))
+    for n in (2, 3, 4):
         cut = run_node(bundle, time_scale=10, faults=["power@3"])
         assert cut.returncode == -9, cut.stdout
         assert "safe mode" not in cut.stdout
-        assert _boot_file(bundle) == f"{n} {n}"
-    assert json.loads((bundle / "config.last-good.json").read_text()) == config
+        assert "with sensors ['temperature', 'humidity', 'pressure', 'dewpoint']" in cut.stdout
+        assert _boot_file(bundle) == f"{n} {n - 1}"
+        assert json.loads(last_good.read_text()) == good
+        assert json.loads(trying.read_text()) == new
 
-    # A new config arrives meanwhile (a fourth sensor): safe mode does not take it.
-    config["sensors"].append({**config["sensors"][0], "name": "dewpoint"})
-    (bundle / "config.json").write_text(json.dumps(config))
-
-    # The fourth boot: safe mode, on the last good config without its optional sensor, says so in its
+    # The fifth boot: safe mode, on the last good config without its optional sensor, says so in its
     # status. Device time runs 100 times faster, so its five minutes pass in three seconds; at 360
     # device seconds its power goes too, after it has run five minutes.
     trace, log = tmp_path / "safe.trace", tmp_path / "safe.log"
@@ -220,34 +228,56 @@ def test_early_ends_counted_across_power_cuts_lead_to_safe_mode_until_the_node_h
 
     def safe_report() -> dict[str, Any] | None:
         mine = report(ingest, device)
-        return mine if mine and mine["error"] and mine["health"]["boot_count"] == 4 else None
+        return mine if mine and mine["error"] and mine["health"]["boot_count"] == 5 else None
 
     status = wait_until(safe_report, timeout=20)
     assert status["error"] == message
-    assert (status["health"]["reset_cause"], status["health"]["boot_count"]) == ("power_on", 4)
-    assert _boot_file(bundle) == "4 4"  # within its first five minutes it counts as an early end too
+    assert (status["health"]["reset_cause"], status["health"]["boot_count"]) == ("power_on", 5)
+    assert _boot_file(bundle) == "5 4"  # within its first five minutes it counts as an early end too
     assert node.wait(timeout=30) == -9
     text = log.read_text()
     assert message in text
     assert "starting on sim with sensors ['temperature', 'humidity']" in text
     sensors = {tuple(json.loads(line)["s"]) for line in trace.read_bytes().splitlines() if b'"s":' in line}
     assert sensors == {("temperature", "humidity")}
-    assert _boot_file(bundle) == "4 0"  # five minutes up: the count of early ends started again
-    stored = [r for r in health_rows(stack, device) if r["boot_count"] == 4]
+    assert _boot_file(bundle) == "5 0"  # five minutes up: the count of early ends started again
+    assert json.loads(last_good.read_text()) == good  # safe mode proves nothing of the new config
+    stored = [r for r in health_rows(stack, device) if r["boot_count"] == 5]
     assert stored and {r["reset_cause"] for r in stored} == {"power_on"}  # the service's health points
 
-    # So the fifth boot is a normal one again: the config of now, every sensor, no error.
+    # So the sixth boot is a normal one again: the new config, every sensor, no error; run to a clean
+    # stop, the new config has worked and is the last good one.
     normal = run_node(bundle, duration_s=2)
     assert normal.returncode == 0, normal.stdout
     assert "safe mode" not in normal.stdout
     assert "starting on sim with sensors ['temperature', 'humidity', 'pressure', 'dewpoint']" in normal.stdout
-    assert _boot_file(bundle) == "5 0"  # a clean stop is no early end either
-    assert json.loads((bundle / "config.last-good.json").read_text()) == config
+    assert _boot_file(bundle) == "6 0"
+    assert json.loads(last_good.read_text()) == new
+    assert not trying.exists()
 
-    def fifth() -> dict[str, Any] | None:
-        rows = [r for r in health_rows(stack, device) if r["boot_count"] == 5]
+    def sixth() -> dict[str, Any] | None:
+        rows = [r for r in health_rows(stack, device) if r["boot_count"] == 6]
         return rows[0] if rows else None
 
-    assert wait_until(fifth)["reset_cause"] == "power_on"
+    assert wait_until(sixth)["reset_cause"] == "power_on"
     final = report(ingest, device)
     assert final is not None and final["error"] is None
+
+
+def test_a_new_config_that_ran_five_minutes_is_the_last_good_one(stack: StackInfo, uid: str) -> None:
+    # Five device minutes (time scale 100), then the power goes: no clean stop, the five minutes did it.
+    bundle = stack.add_device(f"tried-{uid}", batch_max_age_ms=10000)
+    first = run_node(bundle, duration_s=1)
+    assert first.returncode == 0, first.stdout
+    new = json.loads((bundle / "config.json").read_text())
+    new["sample_interval_ms"] = 2000
+    (bundle / "config.json").write_text(json.dumps(new))
+    early = run_node(bundle, time_scale=100, faults=["power@200"])
+    assert early.returncode == -9, early.stdout
+    assert json.loads((bundle / "config.last-good.json").read_text()) != new
+    assert json.loads((bundle / "config.trying.json").read_text()) == new
+    stable = run_node(bundle, time_scale=100, faults=["power@360"])
+    assert stable.returncode == -9, stable.stdout
+    assert json.loads((bundle / "config.last-good.json").read_text()) == new
+    assert not (bundle / "config.trying.json").exists()
+    assert _boot_file(bundle) == "3 0"
