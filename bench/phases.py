@@ -296,7 +296,7 @@ def measure_fieldlink(
     b = run.bench
     settings = settings or {}
     if workers > 1:
-        progress = "influx"  # /healthz counts worker 1's messages only
+        progress = "influx"  # what is stored; /healthz has workers 2..N's counts only as of their last report
     prepare_service_session(run, workers, settings)
     window, filled = fill(run, shape, per_device)
     expect_messages, expect_points = filled["messages"], filled["points"]

@@ -218,7 +218,10 @@ def test_metrics_and_healthz_sum_the_workers(service: tuple[TestClient, Consumer
     assert health["workers"][1]["mqtt_connected"] is True
     assert health["mqtt_connected"] is False  # no broker here, and worker 2 is not running
     service_view = client.get("/api/service").json()
-    assert service_view["write_latency"]["count"] == 3  # the dashboard's latency covers every worker
+    # The dashboard's figures cover every worker: latency, rejections by reason, queue depths.
+    assert service_view["write_latency"]["count"] == 3
+    assert service_view["rejections"].get("malformed") == 1
+    assert (service_view["queue_messages"], service_view["unacked_messages"]) == (4, 2)
 
 
 def test_a_worker_never_blocks_on_its_report_pipe() -> None:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 
 from ingest._errors import StorageError
 from ingest._influx_read import InfluxReader
-from ingest._metrics import ServiceMetrics, write_latency
+from ingest._metrics import ServiceMetrics, whole, write_latency
 from ingest.routers._deps import ReadersOnly, RegistryDep, StatsDep, StorageDep, WorkersDep
 from ingest.routers._models import (
     DeviceReport,
@@ -116,14 +116,15 @@ async def service(
     devices online (the numbers of /healthz and /metrics, for the dashboard)."""
     metrics: ServiceMetrics = request.app.state.metrics
     count, total_s, p99_s = write_latency(metrics)
-    queues = stats.queues() if stats.queues is not None else {}
+    health = health_of(stats, storage, workers)  # counters summed over every worker
+    queues = whole(stats, storage, workers).queues  # likewise
     devices = [d for d in registry.devices() if d.active]
     online = sum(1 for d in devices if (stats.status.get(d.id) or {}).get("online") is True)
     prefix = "rejected_"
     return ServiceOut(
         time_ms=int(time.time() * 1000),
-        health=health_of(stats, storage, workers),
-        rejections={k[len(prefix) :]: v for k, v in sorted(stats.counters.items()) if k.startswith(prefix)},
+        health=health,
+        rejections={k[len(prefix) :]: v for k, v in sorted(health.counters.items()) if k.startswith(prefix)},
         queue_messages=queues.get("incoming", 0),
         unacked_messages=queues.get("unacked", 0),
         write_latency=WriteLatency(
