@@ -31,6 +31,7 @@ _HOUSEKEEPING_MS = const(100)
 # node holds costs RAM.
 _FIRST_BACKOFF_MS = const(500)
 _MAX_BACKOFF_MS = const(30000)
+_JOIN_POLL_MS = const(1000)
 _REFUSED = const(0x80)  # a SUBACK's failure code
 _ONLINE = "online"  # marks the status publish in flight, as opposed to a batch
 _SUBSCRIBE = "subscribe"  # marks the subscription in flight
@@ -72,7 +73,10 @@ class Publisher:
                 if clock.ticks_diff(clock.ticks_ms(), self._retry_at) < 0:
                     return
                 if not self.board.connect_network(self.wifi):
-                    raise OSError("no network")
+                    # Joining, or no network in the air: asked again each second. The broker has seen
+                    # nothing, so the backoff stays: the node reconnects as soon as Wi-Fi is back.
+                    self._retry_at = clock.ticks_add(clock.ticks_ms(), _JOIN_POLL_MS)
+                    return
                 self._subscribed = False
                 self._announced = False
                 self.sending = None
@@ -153,21 +157,27 @@ class Node:
             return protocol.encode_status(online, None, self.config_error, self.cert_id)
 
     # --- sampling ------------------------------------------------------------------------------------
-    def _enqueue(self, payload):
+    def _flush(self):
+        batcher = self.batcher
+        payload = batcher.encode()
         if payload is not None:
             # Durable first: a power cut after this loses nothing of the batch; the trace (the unix
-            # port's record of what was produced) follows.
+            # port's record of what was produced) follows. A MemoryError leaves the batch in the
+            # batcher, to be kept at the next try.
             spool = self.spool
-            spool.append(payload, self.batcher.seq - 1)
+            spool.append(payload, batcher.seq)
+            batcher.done()
             self.board.trace(payload)
-            batcher = self.batcher
             if batcher._rel_end >= 0 and batcher.boot_ms and spool.seq >> 20 not in spool.anchors:
                 seldom().anchor(self, spool.seq >> 20)  # the clock is known: batches before it get their time
 
     def _add(self, sensor_index, value):
         board = self.board
-        if self.batcher.add(sensor_index, value, board.now_ms(), board.ticks_ms(), time.ticks_diff):
-            self._enqueue(self.batcher.flush())
+        batcher = self.batcher
+        if len(batcher) >= batcher.max_readings:
+            self._flush()  # full since a flush found no room in the heap: once more first
+        if batcher.add(sensor_index, value, board.now_ms(), board.ticks_ms(), time.ticks_diff):
+            self._flush()
 
     def _due(self, group):
         return group.read_at if group.read_at >= 0 else group.next
@@ -198,6 +208,8 @@ class Node:
                 value = chain.process(raw, now)
                 if value is not None:
                     self._add(sensor_index, value)
+        except MemoryError:  # the heap had no piece big enough now: this sample is lost, counted
+            self.oom += 1
         except Exception as exc:  # drivers and filters are not meant to raise; if one does, it must
             # not stop the loop: count it against the driver and sample again at the next tick
             driver.errors += 1
@@ -220,7 +232,7 @@ class Node:
                     if value is not None:
                         self._add(sensor_index, value)
         if self.batcher.due(now, time.ticks_diff):
-            self._enqueue(self.batcher.flush())
+            self._flush()
         if time.ticks_diff(now, self._status_at) >= 60000:
             self._status_at = now
             self.publisher.status_due = True
@@ -278,45 +290,53 @@ class Node:
         sampling = True
         drain_deadline = 0
         while True:
-            now = board.ticks_ms()
-            if sampling:
-                # Sampling goes on while the board runs and a driver has more (a replay may end).
-                running = board.running()
-                sampling = False
-                for group in self.groups:
-                    if running and not group.driver.exhausted:
-                        if time.ticks_diff(now, self._due(group)) >= 0:
-                            self._sample(group, now)
-                            now = board.ticks_ms()
-                        sampling = sampling or not group.driver.exhausted
-                if sampling and time.ticks_diff(now, next_housekeeping) >= 0:
-                    self._housekeeping(now)
-                    next_housekeeping = time.ticks_add(next_housekeeping, _HOUSEKEEPING_MS)
-                    if time.ticks_diff(next_housekeeping, now) < 0:
-                        next_housekeeping = now
-                if stats_ms and time.ticks_diff(now, next_stats) >= 0:
-                    self._print_heap()
-                    next_stats = time.ticks_add(next_stats, stats_ms)
-                if not sampling:
-                    # Sampling is over (unix port: duration or replay ended): a bounded time to drain.
-                    self._enqueue(self.batcher.flush())
-                    drain_deadline = time.ticks_add(time.ticks_ms(), self.drain_timeout_ms)
-            publisher.step()
-            if not sampling and (
-                not self.spool.queued
-                and publisher.sending is None
-                or time.ticks_diff(time.ticks_ms(), drain_deadline) > 0
-            ):
-                break
-            if sampling:
-                wait = time.ticks_diff(next_housekeeping, now)
-                for group in self.groups:
-                    if not group.driver.exhausted:
-                        wait = min(wait, time.ticks_diff(self._due(group), now))
-            else:
-                wait = 50  # draining: only the network is left to wait for
-            if wait > 0:
-                self._wait(wait)
+            try:
+                now = board.ticks_ms()
+                if sampling:
+                    # Sampling goes on while the board runs and a driver has more (a replay may end).
+                    running = board.running()
+                    sampling = False
+                    for group in self.groups:
+                        if running and not group.driver.exhausted:
+                            if time.ticks_diff(now, self._due(group)) >= 0:
+                                self._sample(group, now)
+                                now = board.ticks_ms()
+                            sampling = sampling or not group.driver.exhausted
+                    if sampling and time.ticks_diff(now, next_housekeeping) >= 0:
+                        self._housekeeping(now)
+                        next_housekeeping = time.ticks_add(next_housekeeping, _HOUSEKEEPING_MS)
+                        if time.ticks_diff(next_housekeeping, now) < 0:
+                            next_housekeeping = now
+                    if stats_ms and time.ticks_diff(now, next_stats) >= 0:
+                        self._print_heap()
+                        next_stats = time.ticks_add(next_stats, stats_ms)
+                    if not sampling:
+                        # Sampling is over (unix port: duration or replay ended): a bounded time to drain.
+                        drain_deadline = time.ticks_add(time.ticks_ms(), self.drain_timeout_ms)
+                if not sampling and len(self.batcher):
+                    self._flush()  # what sampling left (again, if the heap had no room for it)
+                publisher.step()
+                if not sampling and (
+                    not self.spool.queued
+                    and publisher.sending is None
+                    or time.ticks_diff(time.ticks_ms(), drain_deadline) > 0
+                ):
+                    break
+                if sampling:
+                    wait = time.ticks_diff(next_housekeeping, now)
+                    for group in self.groups:
+                        if not group.driver.exhausted:
+                            wait = min(wait, time.ticks_diff(self._due(group), now))
+                else:
+                    wait = 50  # draining: only the network is left to wait for
+                if wait > 0:
+                    self._wait(wait)
+            except MemoryError:
+                # The heap had no piece big enough for one allocation (it is small and never
+                # compacted: docs/performance.md). Whatever needed it is tried again next turn: a batch
+                # stays in the batcher until the spool keeps it, the spool keeps what it sends.
+                self.oom += 1
+                gc.collect()
         self._stop()
 
     def _stop(self):

@@ -1,11 +1,28 @@
 # Making the node (firmware/app.py: Node) from the board, the checked config and the sensors, with its
-# MQTT client, batcher and publisher: run once, by firmware/main.py once the start-up modules are
-# gone, and dropped again (app.seldom), so that constructors are not in RAM while the node runs (the
-# classes have no __init__; tests make them with these functions too).
+# MQTT client, batcher and publisher: start-up phase two, run once by firmware/main.py once phase one
+# (firmware/start.py) is gone, and dropped again, so that constructors are not in RAM while the node
+# runs (the classes have no __init__; tests make them with these functions too).
 import select
+import sys
 
 from firmware.errors import ConfigError
 from shared import protocol
+
+
+def start(prepared):
+    """(the node, seconds between heap reports or None) from firmware/start.py: prepare(), with this
+    module dropped; exits with status 2 on a config error. Loaded before the runtime modules it
+    loads: its room is then one piece when it goes."""
+    options, board, config, tls, names, groups, error = prepared
+    try:
+        made = node(board, config, tls, names, groups, error)
+    except (ConfigError, OSError) as exc:
+        print("fieldlink node: " + str(exc))
+        sys.exit(2)
+    sys.modules.pop("firmware.assemble", None)
+    delattr(sys.modules["firmware"], "assemble")
+    print("node", made.device_id, "starting on", board.name, "with sensors", names)
+    return made, options.get("stats-every")
 
 
 def node(board, config, tls, sensor_names, groups, config_error=None):
@@ -54,6 +71,7 @@ def node(board, config, tls, sensor_names, groups, config_error=None):
         self.status,
     )
     self.read_errors = 0
+    self.oom = 0  # allocations the heap could not give (MemoryError), each survived (app.Node.run)
     self._poller = select.poll()
     self._polled = None  # the socket registered with the poller
     # Health (the status every minute): the firmware version, this boot's number and where the

@@ -52,12 +52,16 @@ class Batcher:
         for i in range(self._count):
             yield self._offsets[i], self._indexes[i], self._values[i]
 
-    def flush(self):
-        """Encode and clear the batch; None if it is empty."""
+    def encode(self):
+        """The batch encoded; None if it is empty. The batch stays until done(): a batch that could
+        not be kept (no room in the heap for the spool's write) is tried again, not lost."""
         if not self._count:
             return None
+        return protocol.encode_batch(self.seq, self._t0_ms, self.sensor_names, self._rows())
+
+    def done(self):
+        """The encoded batch is kept: clear it; the next batch takes the next sequence."""
         t0 = self._t0_ms
-        payload = protocol.encode_batch(self.seq, t0, self.sensor_names, self._rows())
         end = max(self._last)
         if t0 >= 0:
             self._end = t0 + end
@@ -65,4 +69,3 @@ class Batcher:
             self._rel_end = -1 - t0 + end
         self.seq += 1
         self._count = 0
-        return payload

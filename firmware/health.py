@@ -45,6 +45,7 @@ def counters(node):
         "resent": spool.resent,
         "bad_acks": publisher.bad_acks + publisher.client.skipped,
         "unsynced": publisher.unsynced,
+        "oom": node.oom,
     }
 
 

@@ -259,6 +259,7 @@ STATUS_COUNTERS = (
     "resent",
     "bad_acks",
     "unsynced",
+    "oom",
 )
 
 

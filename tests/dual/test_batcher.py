@@ -10,19 +10,29 @@ def _diff(a, b):
     return a - b
 
 
+def _flush(batcher):
+    """What the node does with a batch: encode it, keep it (here: nowhere), clear it."""
+    payload = batcher.encode()
+    if payload is not None:
+        batcher.done()
+    return payload
+
+
 def test_batcher_fills_by_count_and_encodes_offsets():
     batcher = Batcher(["t", "h"], 4, 60000)
     assert not batcher.add(0, 20.5, 1000000, 500, _diff)
     assert not batcher.add(1, 40.0, 1000000, 500, _diff)
     assert not batcher.add(0, 20.75, 1000250, 750, _diff)
     assert batcher.add(1, float("nan"), 1000250, 750, _diff)
-    payload = batcher.flush()
+    payload = batcher.encode()
+    assert batcher.encode() == payload and len(batcher) == 4  # kept until done(): not lost if the spool fails
+    batcher.done()
     assert json.loads(payload)["r"] == [[0, 0, 20.5], [0, 1, 40.0], [250, 0, 20.75], [250, 1, None]]
     seq, readings = decode.decode_batch(payload)
     assert seq == 0
     assert readings[2] == (1000250, "t", 20.75)
     assert len(batcher) == 0
-    assert batcher.flush() is None
+    assert _flush(batcher) is None
 
 
 def test_batcher_is_due_by_age_and_counts_sequence():
@@ -31,9 +41,9 @@ def test_batcher_is_due_by_age_and_counts_sequence():
     batcher.add(0, 1.0, 5000, 10, _diff)
     assert not batcher.due(1009, _diff)
     assert batcher.due(1010, _diff)
-    batcher.flush()
+    _flush(batcher)
     batcher.add(0, 2.0, 7000, 2000, _diff)
-    assert json.loads(batcher.flush())["seq"] == 1
+    assert json.loads(_flush(batcher))["seq"] == 1
 
 
 def test_batcher_limits():
@@ -50,7 +60,7 @@ def test_a_sensor_read_twice_in_one_millisecond_gets_two_milliseconds():
     batcher = Batcher(["t", "h"], 10, 60000)
     for sensor in (0, 1, 0, 0):
         batcher.add(sensor, 1.0, 5000, 70, _diff)
-    times = _times(batcher.flush())
+    times = _times(_flush(batcher))
     assert times == [(5000, "t"), (5000, "h"), (5001, "t"), (5002, "t")]
 
 
@@ -66,7 +76,7 @@ def test_a_clock_stepped_back_never_repeats_or_reorders_a_timestamp():
             clock -= 3000
         batcher.add(0, float(i), clock, ticks, _diff)
         if len(batcher) == 3:
-            seen += _times(batcher.flush())
+            seen += _times(_flush(batcher))
         clock += 1000
         ticks += 1000
     stamps = [t for t, _ in seen]
@@ -78,9 +88,9 @@ def test_a_clock_stepped_back_never_repeats_or_reorders_a_timestamp():
 def test_a_clock_stepped_forward_leaves_a_gap():
     batcher = Batcher(["t"], 1, 60000)
     batcher.add(0, 1.0, 100000, 0, _diff)
-    first = _times(batcher.flush())
+    first = _times(_flush(batcher))
     batcher.add(0, 2.0, 160000, 1000, _diff)
-    assert _times(batcher.flush()) == [(160000, "t")] and first == [(100000, "t")]
+    assert _times(_flush(batcher)) == [(160000, "t")] and first == [(100000, "t")]
 
 
 def test_readings_before_the_clock_are_stamped_from_boot_and_precede_the_first_with_a_clock():
@@ -88,15 +98,15 @@ def test_readings_before_the_clock_are_stamped_from_boot_and_precede_the_first_w
     batcher.boot_ticks = 1000
     batcher.add(0, 1.0, 0, 1000, _diff)  # 0 ms since boot, no clock
     batcher.add(0, 1.5, 0, 2000, _diff)  # 1000 ms
-    early = json.loads(batcher.flush())
+    early = json.loads(_flush(batcher))
     assert early["t0"] == -1  # -1 - (0 ms since boot)
     assert [r[0] for r in early["r"]] == [0, 1000]
     assert batcher.boot_ms == 0
     batcher.add(0, 2.0, 0, 3000, _diff)  # 2000 ms: a batch begun without a clock stays so
     batcher.add(0, 2.5, 1795000003000, 4000, _diff)
-    assert json.loads(batcher.flush())["t0"] == -2001
+    assert json.loads(_flush(batcher))["t0"] == -2001
     batcher.add(0, 3.0, 1795000004000, 5000, _diff)  # 4000 ms since boot, with a clock
-    late = json.loads(batcher.flush())
+    late = json.loads(_flush(batcher))
     assert batcher.boot_ms == 1795000000000
     assert late["t0"] == 1795000004000
     # what came before the clock: 1795000000000 + 0, + 1000, + 2000, + 3000, then this one
@@ -107,7 +117,7 @@ def test_a_batch_with_a_clock_never_overlaps_one_without_it():
     # batch with it still starts after the last reading made before it.
     batcher = Batcher(["t"], 1, 60000)
     batcher.add(0, 1.0, 0, 5000, _diff)  # 5000 ms since boot (boot_ticks 0)
-    batcher.flush()
+    _flush(batcher)
     batcher.add(0, 2.0, 1795000000000, 5000, _diff)  # the same tick, now with a clock
     assert batcher.boot_ms == 1795000000000 - 5000
-    assert json.loads(batcher.flush())["t0"] == 1795000000001
+    assert json.loads(_flush(batcher))["t0"] == 1795000000001

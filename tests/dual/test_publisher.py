@@ -312,13 +312,15 @@ def test_the_window_bounds_what_waits_for_the_service():
     assert [p[1] for p in client.published] == [b"b0", b"b1", b"b2"]
 
 
-def test_no_network_is_a_failed_attempt():
+def test_no_network_is_asked_again_each_second_without_backoff():
     pub, client, _, board, clock = publisher()
-    board.network = False
-    pub.step()
-    assert client.connects == 0
-    assert pub.reconnects == 1
-    clock.now += 500
+    board.network = False  # joining, or no network in the air
+    for _ in range(5):
+        pub.step()
+        clock.now += 999
+        pub.step()  # not asked again within the second
+        clock.now += 1
+    assert (len(board.asked), client.connects, pub.reconnects, pub.backoff_ms) == (5, 0, 0, 500)
     board.network = True
     pub.step()
     assert client.connects == 1

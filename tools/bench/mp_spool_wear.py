@@ -77,8 +77,9 @@ def hour(acked):
         for i in range(3):
             full = batcher.add(i, sources[i].read(now), now, second * 1000, lambda a, b: a - b)
         if full or batcher.due(second * 1000 + 1000, lambda a, b: a - b):
-            payload = batcher.flush()
-            spool.append(payload, batcher.seq - 1)
+            payload = batcher.encode()
+            spool.append(payload, batcher.seq)
+            batcher.done()
             made += 1
             payload_bytes += len(payload)
             if acked:  # sent, PUBACKed and acknowledged by the service before the next batch

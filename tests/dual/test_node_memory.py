@@ -1,0 +1,85 @@
+# A heap with no piece big enough for one allocation (MemoryError; a node's heap is small and never
+# compacted: docs/performance.md) costs the node no batch: the batcher keeps a batch until the spool
+# has kept it, and the failure is counted (`oom`). On both interpreters, with a real Node made as at
+# start-up (tests/dual/test_watchdog.py) and a spool whose append fails for want of heap.
+from shared import decode
+from tests.dual.test_watchdog import node, with_clock
+
+
+class NoRoom:
+    """The spool's append, failing for want of heap `fails` times and then working."""
+
+    def __init__(self, append, fails):
+        self.append = append
+        self.fails = fails
+
+    def __call__(self, payload, seq):
+        if self.fails:
+            self.fails -= 1
+            raise MemoryError("memory allocation failed, allocating 267 bytes")
+        self.append(payload, seq)
+
+
+class Unfiltered:
+    def process(self, value, now):
+        return value
+
+
+def _node():
+    made, board, clock = node([1000])
+    made.groups[0].channels.append((0, 0, Unfiltered()))
+    return made, clock
+
+
+def _readings(made):
+    payload = made.spool.next()
+    made.spool.sent(payload, 0)
+    return decode.decode_batch(payload)
+
+
+def test_a_full_batch_the_spool_had_no_room_for_is_kept_at_the_next_reading():
+    made, clock = _node()
+    spool = made.spool
+    spool.append = NoRoom(spool.append, 1)
+    group = made.groups[0]
+    first_seq = made.batcher.seq
+
+    def run():
+        for i in range(61):
+            clock.now = i * 1000
+            made._sample(group, clock.now)
+            if i == 59:  # the 60th reading filled the batch, which the spool could not take
+                assert (made.oom, spool.queued, len(made.batcher)) == (1, 0, 60)
+        # The 61st reading: the full batch kept first, then a new batch begun with it.
+        assert (made.oom, spool.queued, len(made.batcher), made.batcher.seq) == (1, 1, 1, first_seq + 1)
+        assert group.driver.errors == 0
+
+    with_clock(clock, run)
+    seq, readings = _readings(made)
+    assert seq == first_seq and len(readings) == 60
+    assert [t - 1700000000000 for t, _, _ in readings] == [i * 1000 for i in range(60)]
+
+
+def test_a_due_batch_the_spool_had_no_room_for_goes_at_the_next_housekeeping():
+    made, clock = _node()
+    spool = made.spool
+    spool.append = NoRoom(spool.append, 2)
+    group = made.groups[0]
+
+    def run():
+        for i in range(3):
+            clock.now = i * 1000
+            made._sample(group, clock.now)
+        for now in (5000, 5100):  # due by age (5 s): no room twice; the loop counts each (Node.run)
+            try:
+                made._housekeeping(now)
+                raise AssertionError("expected MemoryError")
+            except MemoryError:
+                pass
+            assert (spool.queued, len(made.batcher)) == (0, 3)
+        made._housekeeping(5200)
+        assert (spool.queued, len(made.batcher)) == (1, 0)
+
+    with_clock(clock, run)
+    _, readings = _readings(made)
+    assert [(t - 1700000000000, v) for t, _, v in readings] == [(0, 1.0), (1000, 1.0), (2000, 1.0)]
