@@ -91,7 +91,10 @@ class Reporter:
 
     async def run(self) -> None:
         while True:
-            self.send()
+            try:
+                self.send()
+            except Exception:  # a report that cannot be made this time: the next one may
+                log.exception("worker report failed")
             await asyncio.sleep(self._every_s)
 
     def last(self) -> None:
@@ -119,11 +122,16 @@ async def serve(settings: Settings, report_fd: int | None = None) -> None:
     await drop_subscriptions(settings, stale_filters(settings.mqtt_shared_group))
     app = create_app(settings)
     reporter = None
-    async with app.router.lifespan_context(app):
-        if report_fd is not None:
-            reporter = Reporter(report_fd, _app_report(app, new_run()))
-        reporting = [asyncio.create_task(reporter.run())] if reporter is not None else []
-        await stop.wait()
+    reporting: list[asyncio.Task[None]] = []
+    try:
+        async with app.router.lifespan_context(app):
+            if report_fd is not None:
+                reporter = Reporter(report_fd, _app_report(app, new_run()))
+                reporting.append(asyncio.create_task(reporter.run()))
+            await stop.wait()
+        # Reports went on while the lifespan stored what the consumer held: a SIGKILL at the end of
+        # the pool's patience loses at most a second of counts.
+    finally:
         for task in reporting:
             task.cancel()
         await asyncio.gather(*reporting, return_exceptions=True)

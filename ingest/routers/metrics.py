@@ -19,7 +19,9 @@ router = APIRouter(tags=["metrics"], dependencies=ReadersOnly)
     response_class=Response,
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format 0.0.4"}},
 )
-def metrics(request: Request) -> Response:
-    """The service's counters, gauges and write-latency histogram (docs/metrics.md)."""
+async def metrics(request: Request) -> Response:
+    """The service's counters, gauges and write-latency histogram (docs/metrics.md). On the event loop,
+    not in a thread: the workers' tally changes on the loop, and a read beside a change could see a
+    counter go back."""
     service: ServiceMetrics = request.app.state.metrics
     return Response(generate_latest(service.registry), media_type=CONTENT_TYPE)
