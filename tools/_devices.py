@@ -200,10 +200,14 @@ def rotate_device(home: Home, device_id: str) -> tuple[Issued, Path]:
     with open_fleet(home, broker=False) as fleet:
         credentials = fleet.rotate(device_id)
     files = _bundle_files(credentials)
-    for name in ("config.json", "config.last-good.json"):
-        if (bundle / name).is_file():
-            files[name] = ((bundle / name).read_bytes(), 0o644)
-    return credentials.issued, _write_bundle(home, device_id, files)
+    if not bundle.is_dir():
+        return credentials.issued, _write_bundle(home, device_id, files)
+    # In place, file by file (each replaced atomically): everything else in the folder is the node's
+    # own when it runs from it (the simulator: its spool, sequence epoch, boot count, last good config)
+    # and must stay, even while it runs.
+    for name, (data, mode) in files.items():
+        write_atomic(bundle / name, data, mode)
+    return credentials.issued, bundle
 
 
 def finish_rotation(home: Home, device_id: str, force: bool) -> tuple[int, bool]:
