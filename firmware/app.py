@@ -131,9 +131,9 @@ class Publisher:
             # not come back in lock step.
             half = self.backoff_ms // 2
             wait = half + getrandbits(16) % (half + 1)
-            print("mqtt:", exc, "; retrying in", wait, "ms")
             self._retry_at = clock.ticks_add(clock.ticks_ms(), wait)
             self.backoff_ms = min(self.backoff_ms * 2, _MAX_BACKOFF_MS)
+            print("mqtt:", exc, "; retrying in", wait, "ms")  # last: it allocates, and may fail
 
     def _timed(self, payload):
         """The payload as it goes: a batch made before the clock was known (t0 negative) gets its
@@ -295,13 +295,14 @@ class Node:
                 if sampling:
                     # Sampling goes on while the board runs and a driver has more (a replay may end).
                     running = board.running()
-                    sampling = False
+                    more = False  # not `sampling` itself: an exception in a sample must not end sampling
                     for group in self.groups:
                         if running and not group.driver.exhausted:
                             if time.ticks_diff(now, self._due(group)) >= 0:
                                 self._sample(group, now)
                                 now = board.ticks_ms()
-                            sampling = sampling or not group.driver.exhausted
+                            more = more or not group.driver.exhausted
+                    sampling = more
                     if sampling and time.ticks_diff(now, next_housekeeping) >= 0:
                         self._housekeeping(now)
                         next_housekeeping = time.ticks_add(next_housekeeping, _HOUSEKEEPING_MS)
@@ -313,7 +314,7 @@ class Node:
                     if not sampling:
                         # Sampling is over (unix port: duration or replay ended): a bounded time to drain.
                         drain_deadline = time.ticks_add(time.ticks_ms(), self.drain_timeout_ms)
-                if not sampling and len(self.batcher):
+                if not sampling and len(self.batcher) and time.ticks_diff(time.ticks_ms(), drain_deadline) <= 0:
                     self._flush()  # what sampling left (again, if the heap had no room for it)
                 publisher.step()
                 if not sampling and (
@@ -337,6 +338,10 @@ class Node:
                 # stays in the batcher until the spool keeps it, the spool keeps what it sends.
                 self.oom += 1
                 gc.collect()
+            except Exception as exc:  # a flash write that failed, or a bug: counted, never the end
+                self.loop_errors = n = self.loop_errors + 1
+                if not n & (n - 1):  # the 1st, 2nd, 4th, 8th...: a lasting fault does not flood the log
+                    print("loop error", n, repr(exc))
         self._stop()
 
     def _stop(self):

@@ -72,6 +72,7 @@ def node(board, config, tls, sensor_names, groups, config_error=None):
     )
     self.read_errors = 0
     self.oom = 0  # allocations the heap could not give (MemoryError), each survived (app.Node.run)
+    self.loop_errors = 0  # other exceptions the loop survived (a failed flash write), likewise
     self._poller = select.poll()
     self._polled = None  # the socket registered with the poller
     # Health (the status every minute): the firmware version, this boot's number and where the
@@ -174,6 +175,7 @@ def batcher(sensor_names, max_readings, max_age_ms):
     self._count = 0
     self._t0_ms = 0
     self._t0_ticks = 0
+    self._next = self._next_seq = 0  # what done() sets, worked out by encode()
     self._end = -1  # time of the last reading of the last batch with a clock (epoch ms)
     self._rel_end = -1  # ms since boot of the last reading of the last batch without one
     self.boot_ticks = 0

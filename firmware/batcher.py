@@ -57,15 +57,19 @@ class Batcher:
         not be kept (no room in the heap for the spool's write) is tried again, not lost."""
         if not self._count:
             return None
-        return protocol.encode_batch(self.seq, self._t0_ms, self.sensor_names, self._rows())
+        t0 = self._t0_ms
+        # What done() will set, worked out here: on a 32-bit board these are big integers, which
+        # allocate, and done() must not fail once the spool holds the batch.
+        self._next = t0 + max(self._last) if t0 >= 0 else -1 - t0 + max(self._last)
+        self._next_seq = self.seq + 1
+        return protocol.encode_batch(self.seq, t0, self.sensor_names, self._rows())
 
     def done(self):
-        """The encoded batch is kept: clear it; the next batch takes the next sequence."""
-        t0 = self._t0_ms
-        end = max(self._last)
-        if t0 >= 0:
-            self._end = t0 + end
+        """The encoded batch is kept: clear it; the next batch takes the next sequence. Allocates
+        nothing."""
+        if self._t0_ms >= 0:
+            self._end = self._next
         else:
-            self._rel_end = -1 - t0 + end
-        self.seq += 1
+            self._rel_end = self._next
+        self.seq = self._next_seq
         self._count = 0

@@ -1,6 +1,6 @@
 # Start-up: the command line, the device config with the checks a node must make itself before it
 # trusts a config (the host checks much more, see tools/_config.py), and the fallback to the last good
-# config. Needed only at start-up: firmware/main.py unloads this module once the node runs.
+# config. Needed only at start-up: firmware/start.py unloads this module once the node is made.
 import binascii
 import hashlib
 import json
@@ -10,6 +10,7 @@ import sys
 import time
 
 from firmware.errors import ConfigError
+from firmware.seldom import LAST_GOOD, TRYING
 from shared import protocol
 
 # The node's version, reported in its health (at most 32 of a-z 0-9 . - _).
@@ -72,10 +73,6 @@ _USAGE = (
 )
 _NUMBERS = {"--duration": float, "--time-scale": int, "--stats-every": float, "--no-ntp": float}
 CONFIG = "config.json"
-LAST_GOOD = "config.last-good.json"
-# A config that differs from the last good one, while it has yet to run five minutes (firmware/
-# seldom.py: stable makes it the last good one): a config that crashes the node keeps it from there.
-TRYING = "config.trying.json"
 
 
 def parse_args(argv):

@@ -46,6 +46,7 @@ def counters(node):
         "bad_acks": publisher.bad_acks + publisher.client.skipped,
         "unsynced": publisher.unsynced,
         "oom": node.oom,
+        "loop_errors": node.loop_errors,
     }
 
 

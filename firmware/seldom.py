@@ -5,6 +5,11 @@
 # uses; only its names stay interned. Making the node is firmware/assemble.py, alike.
 import os
 
+# The bundle's config files that the node itself writes (firmware/config.py reads them at start-up): the
+# last config that ran five minutes (or to a clean stop) without an error, and a later one on trial.
+LAST_GOOD = "config.last-good.json"
+TRYING = "config.trying.json"
+
 
 def anchor(node, epoch):
     """The clock is known: this boot's batches made before it can have their time (the epoch ms at
@@ -40,7 +45,7 @@ def timed(publisher, payload, k):
 
 def stable(node):
     """Five minutes up (or a clean stop): this boot did not end early, the count of those starts
-    again; a config being tried (firmware/config.py: TRYING) that the node runs without an error has
+    again; a config being tried (TRYING) that the node runs without an error has
     worked and becomes the last good one."""
     path = node._boot_file  # <bundle>/boot
     with open(path, "w") as f:
@@ -48,7 +53,7 @@ def stable(node):
     node._boot_file = None
     if node.config_error is None:  # neither safe mode nor the fallback: config.json is running
         try:
-            os.rename(path[:-4] + "config.trying.json", path[:-4] + "config.last-good.json")
+            os.rename(path[:-4] + TRYING, path[:-4] + LAST_GOOD)
         except OSError:
             pass  # no new config was being tried
 

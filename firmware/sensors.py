@@ -2,7 +2,7 @@
 # with its own filter chain in compiled form. This module checks names, intervals and filters, as far
 # as a node must (the host has checked the config before); the drivers come from the board's wiring
 # and, for chips on buses and ADC pins, from the one dispatch in firmware/drivers/dispatch.py.
-# Start-up only: firmware/main.py unloads both.
+# Start-up only: firmware/start.py unloads both.
 #
 # A board's wiring (hal/esp32.py's Esp32Wiring, sim/wiring.py's SimWiring) answers:
 #   specs(config)            the sensor specs to build (the simulator's --replay has its own)

@@ -104,7 +104,12 @@ class Spool:
         hdr = self._hdr
         struct.pack_into("<IHQ", hdr, 0, 0, len(payload), seq)
         struct.pack_into("<I", hdr, 0, binascii.crc32(payload, binascii.crc32(memoryview(hdr)[4:])))
-        with open(self._path(self._last), "ab") as f:
+        try:
+            f = open(self._path(self._last), "ab")
+        except OSError:  # the folder is gone (removed by hand): made again, the batch kept there
+            self.fs.mkdir(self.folder)
+            f = open(self._path(self._last), "ab")
+        with f:
             if self.write:
                 self.write(f, hdr)
                 self.write(f, payload)

@@ -15,6 +15,7 @@ STARTUP_ONLY = (
     "firmware.drivers.dispatch",
     "shared.filterlib",
     "firmware.sim.wiring",
+    "firmware.seldom",  # the config file names' home; loaded again for each use (app.seldom)
 )
 
 

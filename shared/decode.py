@@ -260,6 +260,7 @@ STATUS_COUNTERS = (
     "bad_acks",
     "unsynced",
     "oom",
+    "loop_errors",
 )
 
 

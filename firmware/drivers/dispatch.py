@@ -1,7 +1,7 @@
 # The one board-to-driver dispatch, for every board: which driver reads which sensor type, which
 # sensors share a chip (by bus and address, or ROM), which bus of the config a chip is on. A board
 # gives only its wiring (see firmware/sensors.py); a driver refusing its arguments (a DS18B20's
-# resolution or ROM) is a ConfigError naming the sensor. Start-up only: firmware/main.py unloads it.
+# resolution or ROM) is a ConfigError naming the sensor. Start-up only: firmware/start.py unloads it.
 from firmware.errors import ConfigError
 
 

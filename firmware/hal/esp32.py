@@ -67,7 +67,7 @@ class Esp32Board(Board):
 
     def connect_network(self, wifi):
         """True once Wi-Fi is up, with the clock set by NTP once. Never waits: while the radio joins it
-        returns False and the node asks again after its backoff, sampling meanwhile. The site's
+        returns False and the node asks again each second, sampling meanwhile. The site's
         networks are tried in order: one that fails, or has not joined within _JOIN_MS, gives way to
         the next (a plant's second access point, a spare network)."""
         wifi = wifi or {}

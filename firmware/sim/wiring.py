@@ -1,6 +1,6 @@
 # The start-up half of the simulated board (firmware/sim/board.py is the half that runs): what the one
 # driver dispatch (firmware/sensors.py) asks of a board, answered with simulated signals, replayed CSV
-# rows, and emulated buses and chips. Unloaded once the node runs (see firmware/main.py).
+# rows, and emulated buses and chips. Unloaded once the node runs (see firmware/start.py).
 from firmware.errors import ConfigError
 from firmware.sim.signal import Signal
 

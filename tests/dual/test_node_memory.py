@@ -83,3 +83,22 @@ def test_a_due_batch_the_spool_had_no_room_for_goes_at_the_next_housekeeping():
     with_clock(clock, run)
     _, readings = _readings(made)
     assert [(t - 1700000000000, v) for t, _, v in readings] == [(0, 1.0), (1000, 1.0), (2000, 1.0)]
+
+
+def test_the_loop_goes_on_through_memory_errors_and_keeps_every_reading():
+    made, clock = _node()
+    board = made.board
+    board.running = lambda: clock.now < 20000  # 20 s of sampling, one reading a second
+    board.wait_ms = lambda ms, poller=None: setattr(clock, "now", clock.now + ms)
+    board.connect_network = lambda wifi: False  # no network: everything waits in the spool
+    board.online = lambda: False
+    made.publisher.client.clock = clock
+    spool = made.spool
+    spool.append = NoRoom(spool.append, 3)  # the first batch due (5 s) finds no room three times
+    with_clock(clock, lambda: made.run())
+    assert (made.oom, made.loop_errors, made.read_errors) == (3, 0, 0)
+    assert clock.now >= 20000 + 1000  # sampled to the end, then drained until its timeout (1 s)
+    readings = []
+    while spool.next() is not None:
+        readings += _readings(made)[1]
+    assert [t - 1700000000000 for t, _, _ in readings] == [i * 1000 for i in range(20)]

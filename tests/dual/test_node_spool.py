@@ -236,3 +236,14 @@ def test_a_payload_acknowledged_or_dropped_while_in_flight_is_not_recorded_as_se
 def test_sizes_must_be_positive():
     raises(ValueError, new_spool, "/tmp/x", 0, 1, 1, 1, Clock())
     raises(ValueError, new_spool, "/tmp/x", 1, 1, 0, 1, Clock())
+
+
+def test_a_folder_removed_under_the_spool_is_made_again_for_the_next_batch():
+    path = folder()
+    box = spool(path)
+    first = box.seq
+    box.append(batch(1), first)
+    _remove(path)  # by hand, or a tool that replaced the bundle: that batch is gone with it
+    box.append(batch(2), first + 1)  # never an OSError that stops the node: the folder is made again
+    assert files(path) == ["0.r"]
+    assert drain(box) == [(first + 1, batch(2))]
