@@ -130,7 +130,7 @@ def whole(stats: Stats, storage: Storage | None, pool: WorkerPool | None) -> Who
     for row in pool.status():
         number = row["worker"]
         if number == 1:
-            rows.append({**row, "counters": dict(stats.counters), "mqtt_connected": connected, "report_age_s": None})
+            rows.append({**row, "counters": dict(stats.counters), "mqtt_connected": connected, "report_age_ms": None})
             continue
         mine = pool.tally.counters(number)
         counters.update(mine)
@@ -147,7 +147,7 @@ def whole(stats: Stats, storage: Storage | None, pool: WorkerPool | None) -> Who
                 **row,
                 "counters": dict(mine),
                 "mqtt_connected": live.mqtt_connected if live is not None else None,
-                "report_age_s": round(now - live.received, 1) if live is not None else None,
+                "report_age_ms": round((now - live.received) * 1000) if live is not None else None,
             }
         )
     return Whole(counters, connected, running, queues, spool, rows)

@@ -147,8 +147,8 @@ class WorkerOut(BaseModel):
     counters: dict[str, int] = Field(
         default_factory=dict, description="this worker's part of the service's counters, over all its processes"
     )
-    report_age_s: float | None = Field(
-        default=None, description="seconds since its last report (once a second); None for worker 1, this process"
+    report_age_ms: int | None = Field(
+        default=None, description="milliseconds since its last report (once a second); None for worker 1, this process"
     )
 
 
