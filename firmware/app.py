@@ -304,10 +304,12 @@ class Node:
                             more = more or not group.driver.exhausted
                     sampling = more
                     if sampling and time.ticks_diff(now, next_housekeeping) >= 0:
-                        self._housekeeping(now)
+                        # The next one set first: housekeeping that fails (no room for a flush) is
+                        # tried again at its next turn, not at once in a loop that never waits.
                         next_housekeeping = time.ticks_add(next_housekeeping, _HOUSEKEEPING_MS)
-                        if time.ticks_diff(next_housekeeping, now) < 0:
-                            next_housekeeping = now
+                        if time.ticks_diff(next_housekeeping, now) <= 0:  # fell behind: missed turns skipped
+                            next_housekeeping = time.ticks_add(now, _HOUSEKEEPING_MS)
+                        self._housekeeping(now)
                     if stats_ms and time.ticks_diff(now, next_stats) >= 0:
                         self._print_heap()
                         next_stats = time.ticks_add(next_stats, stats_ms)
