@@ -124,7 +124,6 @@ class Publisher:
                         client.publish(self.data_topic, timed, 1)
         except Exception as exc:  # MQTTError, a Wi-Fi or config problem: retry, never stop
             # A batch in flight stays in the spool and goes again after the reconnect.
-            client.close()
             self.sending = None
             self.reconnects += 1
             # Jitter: a wait in [backoff / 2, backoff], so a fleet that lost its broker at once does
@@ -133,7 +132,8 @@ class Publisher:
             wait = half + getrandbits(16) % (half + 1)
             self._retry_at = clock.ticks_add(clock.ticks_ms(), wait)
             self.backoff_ms = min(self.backoff_ms * 2, _MAX_BACKOFF_MS)
-            print("mqtt:", exc, "; retrying in", wait, "ms")  # last: it allocates, and may fail
+            client.close()  # after the backoff is set: these two allocate, and may fail
+            print("mqtt:", exc, "; retrying in", wait, "ms")
 
     def _timed(self, payload):
         """The payload as it goes: a batch made before the clock was known (t0 negative) gets its
@@ -158,24 +158,43 @@ class Node:
 
     # --- sampling ------------------------------------------------------------------------------------
     def _flush(self):
+        """Keep the batch in the spool; False when the spool could not take it (a flash write that
+        failed: counted, the batch stays in the batcher). A MemoryError is raised: the loop counts it."""
         batcher = self.batcher
         payload = batcher.encode()
-        if payload is not None:
-            # Durable first: a power cut after this loses nothing of the batch; the trace (the unix
-            # port's record of what was produced) follows. A MemoryError leaves the batch in the
-            # batcher, to be kept at the next try.
-            spool = self.spool
+        if payload is None:
+            return True
+        # Durable first: a power cut after this loses nothing of the batch; the trace (the unix port's
+        # record of what was produced) follows.
+        spool = self.spool
+        try:
             spool.append(payload, batcher.seq)
-            batcher.done()
-            self.board.trace(payload)
-            if batcher._rel_end >= 0 and batcher.boot_ms and spool.seq >> 20 not in spool.anchors:
-                seldom().anchor(self, spool.seq >> 20)  # the clock is known: batches before it get their time
+        except OSError as exc:  # the flash: full, failing, its folder removed (a MemoryError: the loop's)
+            self.error(exc)
+            return False
+        batcher.done()
+        self.board.trace(payload)
+        if batcher._rel_end >= 0 and batcher.boot_ms and spool.seq >> 20 not in spool.anchors:
+            seldom().anchor(self, spool.seq >> 20)  # the clock is known: batches before it get their time
+        return True
+
+    def error(self, exc):
+        """Count an exception the node goes on after (loop_errors); logged the 1st, 2nd, 4th, 8th...
+        time, so a lasting fault does not flood the log, and never raising."""
+        self.loop_errors = n = self.loop_errors + 1
+        if not n & (n - 1):
+            try:
+                print("error", n, exc)
+            except MemoryError:
+                pass
 
     def _add(self, sensor_index, value):
         board = self.board
         batcher = self.batcher
-        if len(batcher) >= batcher.max_readings:
-            self._flush()  # full since a flush found no room in the heap: once more first
+        # Full since a flush found no room or a failing flash: once more first; if the spool still
+        # cannot take it, this reading is lost (counted with the failure).
+        if len(batcher) >= batcher.max_readings and not self._flush():
+            return
         if batcher.add(sensor_index, value, board.now_ms(), board.ticks_ms(), time.ticks_diff):
             self._flush()
 
@@ -260,23 +279,6 @@ class Node:
             self._poller.modify(sock, select.POLLIN | (select.POLLOUT if client.out else 0))
         self.board.wait_ms(ms, self._poller if sock is not None else None)
 
-    def _print_heap(self):
-        gc.collect()
-        spool = self.spool
-        print(
-            "heap:",
-            json.dumps(
-                {
-                    "alloc": gc.mem_alloc(),
-                    "free": gc.mem_free(),
-                    "device_s": time.ticks_diff(self.board.ticks_ms(), self.batcher.boot_ticks) // 1000,
-                    "queued": spool.queued,
-                    "dropped": spool.dropped,
-                    "writes": spool.writes,
-                }
-            ),
-        )
-
     def run(self, stats_every_s=None):
         board = self.board
         publisher = self.publisher
@@ -310,12 +312,14 @@ class Node:
                         if time.ticks_diff(next_housekeeping, now) <= 0:  # fell behind: missed turns skipped
                             next_housekeeping = time.ticks_add(now, _HOUSEKEEPING_MS)
                         self._housekeeping(now)
-                    if stats_ms and time.ticks_diff(now, next_stats) >= 0:
-                        self._print_heap()
-                        next_stats = time.ticks_add(next_stats, stats_ms)
                     if not sampling:
                         # Sampling is over (unix port: duration or replay ended): a bounded time to drain.
                         drain_deadline = time.ticks_add(time.ticks_ms(), self.drain_timeout_ms)
+                    if stats_ms and time.ticks_diff(now, next_stats) >= 0:
+                        next_stats = time.ticks_add(next_stats, stats_ms)
+                        gc.collect()  # measured here, before the code that prints it is loaded
+                        alloc, free = gc.mem_alloc(), gc.mem_free()
+                        seldom().print_heap(self, alloc, free)
                 if not sampling and len(self.batcher) and time.ticks_diff(time.ticks_ms(), drain_deadline) <= 0:
                     self._flush()  # what sampling left (again, if the heap had no room for it)
                 publisher.step()
@@ -340,10 +344,8 @@ class Node:
                 # stays in the batcher until the spool keeps it, the spool keeps what it sends.
                 self.oom += 1
                 gc.collect()
-            except Exception as exc:  # a flash write that failed, or a bug: counted, never the end
-                self.loop_errors = n = self.loop_errors + 1
-                if not n & (n - 1):  # the 1st, 2nd, 4th, 8th...: a lasting fault does not flood the log
-                    print("loop error", n, repr(exc))
+            except Exception as exc:  # a bug, or what a board's call raised: counted, never the end
+                self.error(exc)
         self._stop()
 
     def _stop(self):

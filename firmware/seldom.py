@@ -1,9 +1,11 @@
 # What the node runs now and then, besides its status (firmware/health.py): the clock's anchor (once
 # per boot), a batch made before the clock was known (given its time when it goes), the end of an
-# early-crash count (once per boot), stopping. firmware/app.py loads
+# early-crash count (once per boot), stopping, the heap report of --stats-every. firmware/app.py loads
 # this module for each use and drops it again (app.seldom), so that its code is not in RAM between
 # uses; only its names stay interned. Making the node is firmware/assemble.py, alike.
+import json
 import os
+import time
 
 # The bundle's config files that the node itself writes (firmware/config.py reads them at start-up): the
 # last config that ran five minutes (or to a clean stop) without an error, and a later one on trial.
@@ -73,3 +75,18 @@ def stop(publisher, wait):
         except Exception:  # MQTTError: the will says offline for us
             pass
         client.disconnect()
+
+
+def print_heap(node, alloc, free):
+    """The heap report of --stats-every (the unix port's benchmarks): the heap after a collection,
+    measured by the caller before this module was loaded, and the spool's counts."""
+    spool = node.spool
+    report = {
+        "alloc": alloc,
+        "free": free,
+        "device_s": time.ticks_diff(node.board.ticks_ms(), node.batcher.boot_ticks) // 1000,
+        "queued": spool.queued,
+        "dropped": spool.dropped,
+        "writes": spool.writes,
+    }
+    print("heap:", json.dumps(report))

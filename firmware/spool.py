@@ -105,17 +105,19 @@ class Spool:
         struct.pack_into("<IHQ", hdr, 0, 0, len(payload), seq)
         struct.pack_into("<I", hdr, 0, binascii.crc32(payload, binascii.crc32(memoryview(hdr)[4:])))
         try:
-            f = open(self._path(self._last), "ab")
-        except OSError:  # the folder is gone (removed by hand): made again, the batch kept there
-            self.fs.mkdir(self.folder)
-            f = open(self._path(self._last), "ab")
-        with f:
-            if self.write:
-                self.write(f, hdr)
-                self.write(f, payload)
-            else:
-                f.write(hdr)
-                f.write(payload)
+            with open(self._path(self._last), "ab") as f:
+                if self.write:
+                    self.write(f, hdr)
+                    self.write(f, payload)
+                else:
+                    f.write(hdr)
+                    f.write(payload)
+        except Exception:
+            # A write that failed may have left part of the record: it ends this segment's valid
+            # records, so the next batch goes to a new segment. (`bytes` counts the torn part only
+            # once the segment is deleted: the bound is off by that much meanwhile.)
+            self._open = False
+            raise
         self._size += size
         self.bytes += size
         self.queued += 1

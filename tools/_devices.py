@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import zlib
 from collections.abc import Iterator
@@ -202,11 +203,14 @@ def rotate_device(home: Home, device_id: str) -> tuple[Issued, Path]:
     files = _bundle_files(credentials)
     if not bundle.is_dir():
         return credentials.issued, _write_bundle(home, device_id, files)
-    # In place, file by file (each replaced atomically): everything else in the folder is the node's
-    # own when it runs from it (the simulator: its spool, sequence epoch, boot count, last good config)
-    # and must stay, even while it runs.
+    # In place: everything else in the folder is the node's own when it runs from it (the simulator:
+    # its spool, sequence epoch, boot count, last good config) and must stay, even while it runs. All
+    # new files are written first, then renamed over the old ones in a row, so that an error while
+    # writing leaves the old key and certificate together.
     for name, (data, mode) in files.items():
-        write_atomic(bundle / name, data, mode)
+        write_atomic(bundle / f".{name}.new", data, mode)
+    for name in files:
+        os.replace(bundle / f".{name}.new", bundle / name)
     return credentials.issued, bundle
 
 

@@ -85,20 +85,49 @@ def test_a_due_batch_the_spool_had_no_room_for_goes_at_the_next_housekeeping():
     assert [(t - 1700000000000, v) for t, _, v in readings] == [(0, 1.0), (1000, 1.0), (2000, 1.0)]
 
 
-def test_the_loop_goes_on_through_memory_errors_and_keeps_every_reading():
+def _running_node():
+    """A node whose board samples for 20 s of the test's clock, one reading a second, with no network
+    (everything waits in the spool); run() then drains until its timeout (1 s)."""
     made, clock = _node()
     board = made.board
-    board.running = lambda: clock.now < 20000  # 20 s of sampling, one reading a second
+    board.running = lambda: clock.now < 20000
     board.wait_ms = lambda ms, poller=None: setattr(clock, "now", clock.now + ms)
-    board.connect_network = lambda wifi: False  # no network: everything waits in the spool
+    board.connect_network = lambda wifi: False
     board.online = lambda: False
     made.publisher.client.clock = clock
+    return made, clock
+
+
+def test_the_loop_goes_on_through_memory_errors_and_keeps_every_reading():
+    made, clock = _running_node()
     spool = made.spool
     spool.append = NoRoom(spool.append, 3)  # the first batch due (5 s) finds no room three times
     with_clock(clock, lambda: made.run())
     assert (made.oom, made.loop_errors, made.read_errors) == (3, 0, 0)
-    assert clock.now >= 20000 + 1000  # sampled to the end, then drained until its timeout (1 s)
+    assert clock.now == 21050  # sampled to the end, then drained until its timeout (1 s) passed
     readings = []
     while spool.next() is not None:
         readings += _readings(made)[1]
     assert [t - 1700000000000 for t, _, _ in readings] == [i * 1000 for i in range(20)]
+
+
+class FlashFails:
+    """The spool's append on a flash that fails every write (ENOSPC), counting the tries."""
+
+    def __init__(self):
+        self.tries = 0
+
+    def __call__(self, payload, seq):
+        self.tries += 1
+        raise OSError(28)
+
+
+def test_a_failing_flash_costs_readings_counted_never_the_loop_or_the_watchdog():
+    made, clock = _running_node()
+    made.spool.append = failing = FlashFails()
+    with_clock(clock, lambda: made.run())
+    # Every try counted; the first batch is due at 5 s and tried at each housekeeping after.
+    # (one a housekeeping turn from 5 s to 20 s, and the drain's last try)
+    assert (made.loop_errors, failing.tries) == (151, 151)
+    assert (made.oom, made.spool.queued, len(made.batcher)) == (0, 0, 20)
+    assert (made.board.feeds, clock.now) == (200, 20000)  # housekeeping went on, the watchdog fed throughout

@@ -238,12 +238,31 @@ def test_sizes_must_be_positive():
     raises(ValueError, new_spool, "/tmp/x", 1, 1, 0, 1, Clock())
 
 
-def test_a_folder_removed_under_the_spool_is_made_again_for_the_next_batch():
+class FailOnce:
+    """A flash write (board.write) that fails once, on the payload after its header is written."""
+
+    def __init__(self):
+        self.fail = False
+
+    def __call__(self, f, data):
+        if self.fail and len(data) != 14:  # not the header
+            self.fail = False
+            raise OSError(5)  # EIO
+        f.write(data)
+
+
+def test_a_write_that_fails_mid_record_costs_no_batch_after_it():
     path = folder()
-    box = spool(path)
+    write = FailOnce()
+    box = new_spool(path, 100000, 4096, 4, 1000, Clock(), write)
+    boot_spool(box)
     first = box.seq
     box.append(batch(1), first)
-    _remove(path)  # by hand, or a tool that replaced the bundle: that batch is gone with it
-    box.append(batch(2), first + 1)  # never an OSError that stops the node: the folder is made again
-    assert files(path) == ["0.r"]
-    assert drain(box) == [(first + 1, batch(2))]
+    write.fail = True
+    raises(OSError, box.append, batch(2), first + 1)  # its header is on flash, its payload not
+    assert box.queued == 1
+    box.append(batch(2), first + 1)  # tried again (the node keeps the batch): in a new segment
+    box.append(batch(3), first + 2)
+    assert len(files(path)) == 2
+    assert drain(box) == [(first, batch(1)), (first + 1, batch(2)), (first + 2, batch(3))]
+    assert box.queued == 0
