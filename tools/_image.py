@@ -48,9 +48,9 @@ def layout(firmware: BaseFirmware, board: BoardKind, flash_size: int | None) -> 
     return Layout(board.bootloader_offset, firmware.size, fs_offset, fs_size)
 
 
-def filesystem(files: dict[str, bytes], where: Layout) -> bytes:
-    """A littlefs image of the partition's size holding `files` (paths relative to its root)."""
-    fs = LittleFS(
+def _littlefs(where: Layout, mount: bool = True) -> LittleFS:
+    """A littlefs of the partition's geometry, as MicroPython's ESP32 port formats and mounts it."""
+    return LittleFS(
         block_size=BLOCK_SIZE,
         block_count=where.block_count,
         read_size=_READ_SIZE,
@@ -58,7 +58,13 @@ def filesystem(files: dict[str, bytes], where: Layout) -> bytes:
         lookahead_size=_LOOKAHEAD,
         block_cycles=_BLOCK_CYCLES,
         disk_version=_DISK_VERSION,
+        mount=mount,
     )
+
+
+def filesystem(files: dict[str, bytes], where: Layout) -> bytes:
+    """A littlefs image of the partition's size holding `files` (paths relative to its root)."""
+    fs = _littlefs(where)
     for path in sorted(files):
         if "/" in path:
             fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
@@ -71,14 +77,7 @@ def filesystem(files: dict[str, bytes], where: Layout) -> bytes:
 
 def read_filesystem(image: bytes, where: Layout) -> dict[str, bytes]:
     """Every file of a littlefs partition image (for checking what an image holds)."""
-    fs = LittleFS(
-        block_size=BLOCK_SIZE,
-        block_count=where.block_count,
-        read_size=_READ_SIZE,
-        prog_size=_PROG_SIZE,
-        lookahead_size=_LOOKAHEAD,
-        mount=False,
-    )
+    fs = _littlefs(where, mount=False)
     fs.context.buffer[:] = image
     fs.mount()
     files = {}
